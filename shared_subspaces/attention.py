@@ -9,16 +9,17 @@ __all__ = ['ATTENTION_TYPES', 'O_VARIANTS', 'ROPE_MODES', 'ATTN_BACKENDS', 'REQU
            'SharedSpacePreTrainedModel', 'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params',
            'embedding_params', 'param_counts', 'flops_per_token', 'kv_cache_per_token']
 
-# %% ../nbs/01_attention.ipynb #6ebe645e
+# %% ../nbs/01_attention.ipynb #411d7aa9
 import importlib.util
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from .rope import RotaryEmbedding, apply_rope, check_rope_dims, yarn_softmax_scale
 
-# %% ../nbs/01_attention.ipynb #50118818
+# %% ../nbs/01_attention.ipynb #dea8c189
 ATTENTION_TYPES = ("mha", "mla", "mla_o")
 O_VARIANTS = ("plain", "norm", "head_norm")
 ROPE_MODES = ("partial", "decoupled")
@@ -115,7 +116,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
 
-# %% ../nbs/01_attention.ipynb #b18a26af
+# %% ../nbs/01_attention.ipynb #3d77c43b
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "attention_type", "max_position_embeddings")
 
@@ -139,7 +140,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     if missing: raise ValueError(f"{src}: missing required key(s) {missing}")
     return cls(**d)
 
-# %% ../nbs/01_attention.ipynb #bf2197bf
+# %% ../nbs/01_attention.ipynb #00fc9a7d
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -182,7 +183,7 @@ class VocabEmbedding(nn.Module):
         if self.proj is not None: h = h @ self.proj.weight                 # [..., r]
         return h @ self.embed.weight.T
 
-# %% ../nbs/01_attention.ipynb #fbe26305
+# %% ../nbs/01_attention.ipynb #cad34175
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
@@ -217,7 +218,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         return o
     return o.transpose(1, 2)
 
-# %% ../nbs/01_attention.ipynb #2cee578f
+# %% ../nbs/01_attention.ipynb #51c55959
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -351,7 +352,7 @@ class MLAO(MLA):
         if self.o_norm is not None: z = self.o_norm(z)
         return self.o_b_proj(z)
 
-# %% ../nbs/01_attention.ipynb #0edd1ccd
+# %% ../nbs/01_attention.ipynb #4220d500
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -374,7 +375,9 @@ class SharedSpacePreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
 
 class SharedSpaceModel(SharedSpacePreTrainedModel):
-    "Embeddings -> blocks -> final RMSNorm. `causal` picks decoder masking; `cache` is an HF `Cache`."
+    "Embeddings -> blocks -> final RMSNorm. Bidirectional unless `causal` (the decoder's default); caches in an HF `Cache`."
+    causal = False
+
     def __init__(self, config: SharedSpaceConfig):
         super().__init__(config)
         self.embed = VocabEmbedding(config)
@@ -387,20 +390,20 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
     def get_input_embeddings(self): return self.embed.embed
     def set_input_embeddings(self, value): self.embed.embed = value
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, causal=False, cache=None):
-        "input_ids `[B, T]`, attention_mask `[B, T_past + T]` (1 = token) -> hidden states `[B, T, D]`."
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, causal=None, **kwargs):
+        "input_ids `[B, T]`, attention_mask `[B, T_past + T]` (1 = token) -> `last_hidden_state` `[B, T, D]`."
+        causal = self.causal if causal is None else causal
         B, T = input_ids.shape
-        past = cache.get_seq_length() if cache is not None else 0
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None: position_ids = torch.arange(past, past + T, device=input_ids.device)[None]
         x = self.embed(input_ids)
         cos, sin = self.rope(position_ids, x.dtype)
         rope = (cos[:, None], sin[:, None])                                 # [B|1, 1, T, R/2]
-        mask = make_mask(attention_mask, T, past + T, causal, x.device) if attention_mask is not None or past \
-            else None
-        for layer in self.layers: x = layer(x, rope, mask, causal, cache)
-        return self.norm(x)
+        mask = make_mask(attention_mask, T, past + T, causal, x.device)
+        for layer in self.layers: x = layer(x, rope, mask, causal, past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-# %% ../nbs/01_attention.ipynb #5c2e68bc
+# %% ../nbs/01_attention.ipynb #62e7b8ec
 def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
     "Weights of the output projection: plain `heads_dim x hidden`, or through a shared latent (MLA-o)."
     if o_latent_dim is None: return heads_dim * hidden

@@ -20,6 +20,9 @@ def _offline(nb):
             c.pop("outputs", None); c.pop("execution_count", None)
         if c.cell_type == "code":   # warnings printed while building the docs are not content
             c.outputs = [o for o in c.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+            for o in c.outputs:     # Quarto-only link attributes of show_doc's [source](...) links
+                if "text/markdown" in o.get("data", {}):
+                    o.data["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", o.data["text/markdown"])
         if c.cell_type == "code" and re.search(r"^#\|\s*echo:\s*false", c.source, re.M):
             c.metadata.setdefault("tags", []).append("remove_input")
     return nb
