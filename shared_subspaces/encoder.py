@@ -7,8 +7,9 @@ __all__ = ['POOLINGS', 'SharedSpaceEncoderConfig', 'SharedSpaceEncoderModel', 'M
            'SharedSpaceEncoderForSequenceClassification', 'encoder_param_counts', 'load_encoder_config',
            'isoparametric']
 
-# %% ../nbs/02_encoder.ipynb #b3ae037f
+# %% ../nbs/02_encoder.ipynb #d53777cc
 import dataclasses
+from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +18,7 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel, RMSNorm,
                                         param_counts, _choice, load_config)
 
-# %% ../nbs/02_encoder.ipynb #76159399
+# %% ../nbs/02_encoder.ipynb #79ad5196
 POOLINGS = ("mean", "cls")
 
 class SharedSpaceEncoderConfig(SharedSpaceConfig):
@@ -94,7 +95,7 @@ AutoModel.register(SharedSpaceEncoderConfig, SharedSpaceEncoderModel)
 AutoModelForMaskedLM.register(SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM)
 AutoModelForSequenceClassification.register(SharedSpaceEncoderConfig, SharedSpaceEncoderForSequenceClassification)
 
-# %% ../nbs/02_encoder.ipynb #90e137d8
+# %% ../nbs/02_encoder.ipynb #9220470f
 def encoder_param_counts(cfg: SharedSpaceEncoderConfig, head: str = "mlm") -> dict:
     "Closed-form parameter counts of an encoder with `head` in ('mlm', 'cls', None)."
     c = param_counts(cfg)
@@ -107,7 +108,7 @@ def load_encoder_config(path_or_dict) -> SharedSpaceEncoderConfig:
     "An encoder config from a JSON file's `model` section (unknown or missing keys are errors)."
     return load_config(path_or_dict, SharedSpaceEncoderConfig)
 
-# %% ../nbs/02_encoder.ipynb #26fb8462
+# %% ../nbs/02_encoder.ipynb #c30451a0
 def isoparametric(base, variant, free: str = "intermediate_size", tol: float = 0.005, multiple_of: int = 1,
                   count=encoder_param_counts):
     "A copy of `variant` with `free` chosen so `count(...)['total']` matches `base` within `tol` (relative)."
