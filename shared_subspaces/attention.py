@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['ATTENTION_TYPES', 'O_VARIANTS', 'ROPE_MODES', 'ATTN_BACKENDS', 'REQUIRED_KEYS', 'ATTENTION', 'SharedSpaceConfig',
            'config_fields', 'load_config', 'RMSNorm', 'SwiGLU', 'VocabEmbedding', 'make_mask', 'attend',
-           'register_attention', 'make_attention', 'check_backend', 'Attention', 'MHA', 'MLA', 'MLAO', 'Block',
-           'SharedSpacePreTrainedModel', 'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params',
+           'register_attention', 'make_attention', 'check_backend', 'Attention', 'MHA', 'MLA', 'OutputSubspace', 'MLAO',
+           'Block', 'SharedSpacePreTrainedModel', 'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params',
            'embedding_params', 'param_counts', 'flops_per_token', 'kv_cache_per_token']
 
-# %% ../nbs/01_attention.ipynb #411d7aa9
+# %% ../nbs/01_attention.ipynb #0666fa28
 import importlib.util
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
@@ -19,7 +19,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from .rope import RotaryEmbedding, apply_rope, check_rope_dims, yarn_softmax_scale
 
-# %% ../nbs/01_attention.ipynb #dea8c189
+# %% ../nbs/01_attention.ipynb #a006e430
 ATTENTION_TYPES = ("mha", "mla", "mla_o")
 O_VARIANTS = ("plain", "norm", "head_norm")
 ROPE_MODES = ("partial", "decoupled")
@@ -57,6 +57,7 @@ class SharedSpaceConfig(PreTrainedConfig):
     ffn_rank: int | None = None            # low-rank shared factorisation of the SwiGLU
     vocab_rank: int | None = None          # factorised vocab embedding
     attn_backend: str = "sdpa"             # one of ATTN_BACKENDS
+    absorb_decode: bool = True             # decoupled MLA, cached one-token steps: attend in the latent space
     rms_norm_eps: float = 1e-6
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -116,7 +117,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
 
-# %% ../nbs/01_attention.ipynb #3d77c43b
+# %% ../nbs/01_attention.ipynb #aec56667
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "attention_type", "max_position_embeddings")
 
@@ -140,7 +141,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     if missing: raise ValueError(f"{src}: missing required key(s) {missing}")
     return cls(**d)
 
-# %% ../nbs/01_attention.ipynb #00fc9a7d
+# %% ../nbs/01_attention.ipynb #739a44eb
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -181,14 +182,14 @@ class VocabEmbedding(nn.Module):
     def logits(self, h):
         "h `[..., D]` -> `[..., V]` with the embedding weights (tied)."
         if self.proj is not None: h = h @ self.proj.weight                 # [..., r]
-        return h @ self.embed.weight.T
+        return F.linear(h, self.embed.weight)
 
-# %% ../nbs/01_attention.ipynb #cad34175
+# %% ../nbs/01_attention.ipynb #7d5afc0a
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
     if padding_mask is not None and bool(padding_mask.all()): padding_mask = None
-    if padding_mask is None and (not causal or q_len == k_len): return None
+    if padding_mask is None and (not causal or q_len == k_len or q_len == 1): return None
     device = padding_mask.device if padding_mask is not None else device
     mask = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
     if padding_mask is not None: mask = mask & padding_mask.bool()[:, None, None, :]
@@ -199,13 +200,15 @@ def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal:
     return mask
 
 def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dropout: float = 0.0):
-    "softmax(q k^T * scale) v. q `[B, H, Tq, Dqk]`, k `[B, H, Tk, Dqk]`, v `[B, H, Tk, Dv]` -> `[B, Tq, H, Dv]`."
+    """softmax(q k^T * scale) v. q `[B, H, Tq, Dqk]`, k `[B, H|1, Tk, Dqk]`, v `[B, H|1, Tk, Dv]` -> `[B, Tq, H, Dv]`.
+    A single k/v head is shared by all query heads. `mask=None` with `causal` means Tq == Tk, or Tq == 1."""
+    causal = causal and mask is None and q.shape[2] > 1
     if backend == "sdpa":
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                           is_causal=causal and mask is None, scale=scale)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
+                                           scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     elif backend == "eager":
         s = (q @ k.transpose(-1, -2)) * scale                                   # [B, H, Tq, Tk]
-        if mask is None and causal: mask = make_mask(None, q.shape[2], k.shape[2] + 1, True, q.device)[..., 1:]
+        if causal: mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
         if mask is not None: s = s.masked_fill(~mask, float("-inf"))
         o = F.dropout(s.softmax(-1, dtype=torch.float32).to(q.dtype), dropout) @ v
     else:  # flash_attention_2: [B, T, H, D] layout, equal qk/v head dims, no arbitrary mask
@@ -218,7 +221,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         return o
     return o.transpose(1, 2)
 
-# %% ../nbs/01_attention.ipynb #51c55959
+# %% ../nbs/01_attention.ipynb #819e4ee2
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -326,7 +329,7 @@ class MLA(Attention):
     def qkv(self, x, rope, cache=None):
         q, c, kr = self.latents(x, rope)
         if self.decoupled:
-            if cache is not None: c, kr = cache.update(c, kr, self.layer_idx)   # cache holds latents only
+            if cache is not None: c, kr = self.cache_latents(c, kr, cache)     # the cache holds latents only
             return q, *self.expand(c, kr)
         k, v = self.expand(c, None)
         k = self.rotate(k, rope)
@@ -336,23 +339,69 @@ class MLA(Attention):
         k, v = self.expand(c, None)
         return q, torch.cat((kr, k[..., self.R:]), -1), v
 
-@register_attention("mla_o")
-class MLAO(MLA):
-    "MLA with a shared output latent: heads -> W_OA (per head, summed) -> [RMSNorm] -> W_OB -> hidden."
-    def make_output(self):
-        cfg, HD = self.cfg, self.H * self.Dh
-        self.head_norm = RMSNorm((self.H, self.Dh), cfg.rms_norm_eps) if cfg.o_variant == "head_norm" else None
-        self.o_a_proj = nn.Linear(HD, cfg.o_latent_dim, bias=False)     # = sum_i W_OA,i o_i
-        self.o_norm = RMSNorm(cfg.o_latent_dim, cfg.rms_norm_eps) if cfg.o_variant == "norm" else None
-        self.o_b_proj = nn.Linear(cfg.o_latent_dim, cfg.hidden_size, bias=False)
+    def cache_latents(self, c, kr, cache):
+        "Append one row `[c | k_rope]` `[B, 1, T, C+R]` per token to the cache; return all rows, split."
+        ckr, _ = cache.update(torch.cat((c, kr), -1), c[..., :0], self.layer_idx)
+        return ckr.split((self.cfg.kv_latent_dim, self.R), -1)
 
-    def project_out(self, o):
-        if self.head_norm is not None: o = self.head_norm(o)
-        z = self.o_a_proj(o.flatten(2))                                     # [B, T, o_latent]
+    def forward(self, x, rope, mask=None, causal=False, cache=None):
+        if cache is not None and x.shape[1] == 1 and self.decoupled and self.cfg.absorb_decode:
+            return self.absorbed(x, rope, mask, cache)
+        return super().forward(x, rope, mask, causal, cache)
+
+    def absorbed(self, x, rope, mask, cache):
+        """One cached decode step that never expands the cache (DeepSeek's "absorb"): W_UK is folded into the
+        query, attention runs over the latent rows `[c | k_rope]` as one shared head, W_UV is folded into the output."""
+        q, c, kr = self.latents(x, rope)                                        # q [B, H, 1, Dh+R]
+        c, kr = self.cache_latents(c, kr, cache)
+        W_UK, W_UV = self.kv_b_proj.weight.view(self.H, 2 * self.Dh, -1).split(self.Dh, 1)   # [H, Dh, C] each
+        q = torch.cat((torch.einsum("bhtd,hdc->bhtc", q[..., :self.Dh], W_UK), q[..., self.Dh:]), -1)
+        backend = "eager" if self.cfg.attn_backend == "eager" else "sdpa"
+        o = attend(q, torch.cat((c, kr), -1), c, mask, False, self.scale, backend)  # [B, 1, H, C]
+        out = self.o_proj
+        if isinstance(out, OutputSubspace):
+            if out.head_norm is not None: return out(torch.einsum("bthc,hdc->bthd", o, W_UV).flatten(2))
+            z = o.flatten(2) @ self.fold(out.o_a_proj.weight, W_UV).T               # W_OA,i W_UV,i: [o, H*C]
+            return out.o_b_proj(z if out.o_norm is None else out.o_norm(z))
+        return o.flatten(2) @ self.fold(out.weight, W_UV).T                        # W_O,i W_UV,i: [D, H*C]
+
+    def fold(self, W, W_UV):
+        "`W` `[N, H*Dh]` times the per-head value up-projections -> `[N, H*C]`, recomputed only when weights change."
+        key = (W.data_ptr(), W._version, self.kv_b_proj.weight._version, W.dtype, W.device)
+        if torch.is_grad_enabled():   # differentiable, so not cached
+            return torch.einsum("nhd,hdc->nhc", W.view(W.shape[0], self.H, self.Dh), W_UV).flatten(1)
+        if getattr(self, "_fold_key", None) != key:
+            self._folded = torch.einsum("nhd,hdc->nhc", W.view(W.shape[0], self.H, self.Dh), W_UV).flatten(1)
+            self._fold_key = key
+        return self._folded
+
+class OutputSubspace(nn.Module):
+    """Heads -> one shared output latent -> hidden: `o_b(norm(o_a(head_norm(o))))`, so W^O_i = W_OB W_OA,i.
+    Takes the concatenated head outputs `[B, T, H*Dh]`, like a plain `o_proj`."""
+    def __init__(self, heads: int, head_dim: int, o_latent_dim: int, hidden: int, variant: str = "plain",
+                 eps: float = 1e-6):
+        super().__init__()
+        _choice("o_variant", variant, O_VARIANTS)
+        self.H = heads
+        self.head_norm = RMSNorm((heads, head_dim), eps) if variant == "head_norm" else None
+        self.o_a_proj = nn.Linear(heads * head_dim, o_latent_dim, bias=False)    # = sum_i W_OA,i o_i
+        self.o_norm = RMSNorm(o_latent_dim, eps) if variant == "norm" else None
+        self.o_b_proj = nn.Linear(o_latent_dim, hidden, bias=False)
+
+    def forward(self, o):
+        if self.head_norm is not None: o = self.head_norm(o.unflatten(-1, (self.H, -1))).flatten(-2)
+        z = self.o_a_proj(o)                                                    # [B, T, o_latent]
         if self.o_norm is not None: z = self.o_norm(z)
         return self.o_b_proj(z)
 
-# %% ../nbs/01_attention.ipynb #4220d500
+@register_attention("mla_o")
+class MLAO(MLA):
+    "MLA with a shared output latent (`OutputSubspace`) in place of the per-head output projection."
+    def make_output(self):
+        cfg = self.cfg
+        self.o_proj = OutputSubspace(self.H, self.Dh, cfg.o_latent_dim, cfg.hidden_size, cfg.o_variant, cfg.rms_norm_eps)
+
+# %% ../nbs/01_attention.ipynb #ad2f77ee
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -403,7 +452,7 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         for layer in self.layers: x = layer(x, rope, mask, causal, past_key_values)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-# %% ../nbs/01_attention.ipynb #62e7b8ec
+# %% ../nbs/01_attention.ipynb #7771936b
 def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
     "Weights of the output projection: plain `heads_dim x hidden`, or through a shared latent (MLA-o)."
     if o_latent_dim is None: return heads_dim * hidden
