@@ -97,7 +97,8 @@ def encoder_suite(a, peak):
                   max_position_embeddings=128)
     models = {f"ours {k}": (lambda c=c: SharedSpaceEncoderForMaskedLM(c)) for k, c in cfgs.items()}
     models["HF BertForMaskedLM"] = lambda: BertForMaskedLM(BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
-    models["HF ModernBertForMaskedLM"] = lambda: ModernBertForMaskedLM(ModernBertConfig(**common))
+    models["HF ModernBertForMaskedLM"] = lambda: ModernBertForMaskedLM(ModernBertConfig(**common, pad_token_id=0, bos_token_id=101,
+                                                         eos_token_id=102, cls_token_id=101, sep_token_id=102))
     batch = mlm_batch(30522, a.batch, 128, torch.Generator().manual_seed(0))
     return train_suite(models, batch, a.rounds, peak, a.bf16, a.compile)
 

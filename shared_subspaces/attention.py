@@ -9,7 +9,7 @@ __all__ = ['ATTENTION_TYPES', 'O_VARIANTS', 'ROPE_MODES', 'ATTN_BACKENDS', 'REQU
            'Block', 'SharedSpacePreTrainedModel', 'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params',
            'embedding_params', 'param_counts', 'flops_per_token', 'kv_cache_per_token']
 
-# %% ../nbs/01_attention.ipynb #0666fa28
+# %% ../nbs/01_attention.ipynb #c4eb74fd
 import importlib.util
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
@@ -19,7 +19,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from .rope import RotaryEmbedding, apply_rope, check_rope_dims, yarn_softmax_scale
 
-# %% ../nbs/01_attention.ipynb #a006e430
+# %% ../nbs/01_attention.ipynb #82aa347d
 ATTENTION_TYPES = ("mha", "mla", "mla_o")
 O_VARIANTS = ("plain", "norm", "head_norm")
 ROPE_MODES = ("partial", "decoupled")
@@ -117,7 +117,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
 
-# %% ../nbs/01_attention.ipynb #aec56667
+# %% ../nbs/01_attention.ipynb #4d69fba8
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "attention_type", "max_position_embeddings")
 
@@ -141,7 +141,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     if missing: raise ValueError(f"{src}: missing required key(s) {missing}")
     return cls(**d)
 
-# %% ../nbs/01_attention.ipynb #739a44eb
+# %% ../nbs/01_attention.ipynb #6b90ebd5
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -184,7 +184,7 @@ class VocabEmbedding(nn.Module):
         if self.proj is not None: h = h @ self.proj.weight                 # [..., r]
         return F.linear(h, self.embed.weight)
 
-# %% ../nbs/01_attention.ipynb #7d5afc0a
+# %% ../nbs/01_attention.ipynb #d9d30c59
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
@@ -221,7 +221,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         return o
     return o.transpose(1, 2)
 
-# %% ../nbs/01_attention.ipynb #819e4ee2
+# %% ../nbs/01_attention.ipynb #e3f0f4b1
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -329,7 +329,7 @@ class MLA(Attention):
     def qkv(self, x, rope, cache=None):
         q, c, kr = self.latents(x, rope)
         if self.decoupled:
-            if cache is not None: c, kr = self.cache_latents(c, kr, cache)     # the cache holds latents only
+            if cache is not None: c, kr = self.cache_latents(c, kr, cache).split((c.shape[-1], self.R), -1)
             return q, *self.expand(c, kr)
         k, v = self.expand(c, None)
         k = self.rotate(k, rope)
@@ -340,9 +340,9 @@ class MLA(Attention):
         return q, torch.cat((kr, k[..., self.R:]), -1), v
 
     def cache_latents(self, c, kr, cache):
-        "Append one row `[c | k_rope]` `[B, 1, T, C+R]` per token to the cache; return all rows, split."
+        "Append one row `[c | k_rope]` per token to the cache (it holds latents only); return all rows `[B, 1, Tk, C+R]`."
         ckr, _ = cache.update(torch.cat((c, kr), -1), c[..., :0], self.layer_idx)
-        return ckr.split((self.cfg.kv_latent_dim, self.R), -1)
+        return ckr
 
     def forward(self, x, rope, mask=None, causal=False, cache=None):
         if cache is not None and x.shape[1] == 1 and self.decoupled and self.cfg.absorb_decode:
@@ -353,11 +353,12 @@ class MLA(Attention):
         """One cached decode step that never expands the cache (DeepSeek's "absorb"): W_UK is folded into the
         query, attention runs over the latent rows `[c | k_rope]` as one shared head, W_UV is folded into the output."""
         q, c, kr = self.latents(x, rope)                                        # q [B, H, 1, Dh+R]
-        c, kr = self.cache_latents(c, kr, cache)
+        ckr = self.cache_latents(c, kr, cache)                                  # [B, 1, Tk, C+R]
         W_UK, W_UV = self.kv_b_proj.weight.view(self.H, 2 * self.Dh, -1).split(self.Dh, 1)   # [H, Dh, C] each
         q = torch.cat((torch.einsum("bhtd,hdc->bhtc", q[..., :self.Dh], W_UK), q[..., self.Dh:]), -1)
         backend = "eager" if self.cfg.attn_backend == "eager" else "sdpa"
-        o = attend(q, torch.cat((c, kr), -1), c, mask, False, self.scale, backend)  # [B, 1, H, C]
+        # one shared latent head: the H heads of the single new token become its H queries [B, 1, H, C+R]
+        o = attend(q.transpose(1, 2), ckr, ckr[..., :c.shape[-1]], mask, False, self.scale, backend).transpose(1, 2)  # [B, 1, H, C]
         out = self.o_proj
         if isinstance(out, OutputSubspace):
             if out.head_norm is not None: return out(torch.einsum("bthc,hdc->bthd", o, W_UV).flatten(2))
@@ -401,7 +402,7 @@ class MLAO(MLA):
         cfg = self.cfg
         self.o_proj = OutputSubspace(self.H, self.Dh, cfg.o_latent_dim, cfg.hidden_size, cfg.o_variant, cfg.rms_norm_eps)
 
-# %% ../nbs/01_attention.ipynb #ad2f77ee
+# %% ../nbs/01_attention.ipynb #83ae0094
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -452,7 +453,7 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         for layer in self.layers: x = layer(x, rope, mask, causal, past_key_values)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-# %% ../nbs/01_attention.ipynb #7771936b
+# %% ../nbs/01_attention.ipynb #10ac6c7d
 def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
     "Weights of the output projection: plain `heads_dim x hidden`, or through a shared latent (MLA-o)."
     if o_latent_dim is None: return heads_dim * hidden

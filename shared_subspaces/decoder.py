@@ -7,7 +7,7 @@ __all__ = ['SharedSpaceDecoderConfig', 'SharedSpaceDecoderModel', 'SharedSpaceDe
            'SharedSpaceDecoderForSequenceClassification', 'load_decoder_config', 'from_hf', 'greedy',
            'decode_tokens_per_s', 'DeepseekV3OConfig', 'DeepseekV3OForCausalLM']
 
-# %% ../nbs/03_decoder.ipynb #754a1bbf
+# %% ../nbs/03_decoder.ipynb #05e5dea8
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import time
 import torch
@@ -20,7 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassi
 from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel,
                                         OutputSubspace, load_config, _positive, _choice, O_VARIANTS)
 
-# %% ../nbs/03_decoder.ipynb #27b8730c
+# %% ../nbs/03_decoder.ipynb #8047e0c2
 class SharedSpaceDecoderConfig(SharedSpaceConfig):
     "Decoder config: the shared fields plus special tokens. DeepSeek-style decoupled RoPE enables absorbed decoding."
     model_type = "shared_space_decoder"
@@ -54,8 +54,9 @@ class SharedSpaceDecoderForCausalLM(SharedSpacePreTrainedModel, GenerationMixin)
         h = out.last_hidden_state
         logits = self.logits(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        if labels is not None:   # shift the labels, not the [B, T, V] logits (no copy of the largest tensor)
+            target = F.pad(labels[:, 1:], (0, 1), value=-100)[:, -logits.shape[1]:]
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
 
 class SharedSpaceDecoderForSequenceClassification(SharedSpacePreTrainedModel):
@@ -85,7 +86,7 @@ def load_decoder_config(path_or_dict) -> SharedSpaceDecoderConfig:
     "A decoder config from a JSON file's `model` section (unknown or missing keys are errors)."
     return load_config(path_or_dict, SharedSpaceDecoderConfig)
 
-# %% ../nbs/03_decoder.ipynb #2380ef64
+# %% ../nbs/03_decoder.ipynb #797d1949
 def _hf_config(hf) -> SharedSpaceDecoderConfig:
     c, kind = hf.config, hf.config.model_type
     common = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
@@ -138,7 +139,7 @@ def from_hf(hf) -> SharedSpaceDecoderForCausalLM:
     model.load_state_dict(new, strict=True)
     return model.to(next(hf.parameters()).dtype)
 
-# %% ../nbs/03_decoder.ipynb #32711969
+# %% ../nbs/03_decoder.ipynb #7043e289
 @torch.no_grad()
 def greedy(model, prompt, steps: int, absorb: bool = True):
     "Greedy decoding with a fresh `DynamicCache`: (tokens `[B, steps]`, logits of each step `[B, steps, V]`)."
@@ -151,7 +152,7 @@ def greedy(model, prompt, steps: int, absorb: bool = True):
         out = model(toks[-1], past_key_values=cache, use_cache=True)
     return torch.cat(toks, 1), torch.stack(logits, 1)
 
-# %% ../nbs/03_decoder.ipynb #2f572129
+# %% ../nbs/03_decoder.ipynb #62cffc0e
 @torch.no_grad()
 def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, absorb: bool = True) -> float:
     "Single-token decode steps per second (times batch) after a prefill of `context` random tokens."
@@ -163,7 +164,7 @@ def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, ab
     for _ in range(steps): nxt = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
     return batch * steps / (time.perf_counter() - t0)
 
-# %% ../nbs/03_decoder.ipynb #f427eac7
+# %% ../nbs/03_decoder.ipynb #f227ddde
 class DeepseekV3OConfig(DeepseekV3Config):
     "DeepSeek-V3 config plus the shared output latent (`o_latent_dim`, `o_variant`)."
     model_type = "deepseek_v3_o"
