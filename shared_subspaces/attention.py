@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_TYPES', 'O_VARIANTS', 'ROPE_MODES', 'ATTN_BACKENDS', 'REQUIRED_KEYS', 'ATTENTION', 'SharedSpaceConfig',
-           'config_fields', 'load_config', 'RMSNorm', 'SwiGLU', 'VocabEmbedding', 'make_mask', 'attend',
-           'register_attention', 'make_attention', 'check_backend', 'Attention', 'MHA', 'MLA', 'OutputSubspace', 'MLAO',
-           'Block', 'SharedSpacePreTrainedModel', 'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params',
-           'embedding_params', 'param_counts', 'flops_per_token', 'kv_cache_per_token']
+           'config_fields', 'load_config', 'RMSNorm', 'SwiGLU', 'VocabEmbedding', 'LinearCrossEntropy',
+           'linear_cross_entropy', 'make_mask', 'attend', 'register_attention', 'make_attention', 'check_backend',
+           'Attention', 'MHA', 'MLA', 'OutputSubspace', 'MLAO', 'Block', 'SharedSpacePreTrainedModel',
+           'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params', 'embedding_params', 'param_counts',
+           'flops_per_token', 'kv_cache_per_token']
 
-# %% ../nbs/01_attention.ipynb #c4eb74fd
+# %% ../nbs/01_attention.ipynb #b8d87e78
 import importlib.util
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
@@ -19,7 +20,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from .rope import RotaryEmbedding, apply_rope, check_rope_dims, yarn_softmax_scale
 
-# %% ../nbs/01_attention.ipynb #82aa347d
+# %% ../nbs/01_attention.ipynb #c88bf06d
 ATTENTION_TYPES = ("mha", "mla", "mla_o")
 O_VARIANTS = ("plain", "norm", "head_norm")
 ROPE_MODES = ("partial", "decoupled")
@@ -117,7 +118,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
 
-# %% ../nbs/01_attention.ipynb #4d69fba8
+# %% ../nbs/01_attention.ipynb #be603e83
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "attention_type", "max_position_embeddings")
 
@@ -141,7 +142,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     if missing: raise ValueError(f"{src}: missing required key(s) {missing}")
     return cls(**d)
 
-# %% ../nbs/01_attention.ipynb #6b90ebd5
+# %% ../nbs/01_attention.ipynb #344c0399
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -184,7 +185,45 @@ class VocabEmbedding(nn.Module):
         if self.proj is not None: h = h @ self.proj.weight                 # [..., r]
         return F.linear(h, self.embed.weight)
 
-# %% ../nbs/01_attention.ipynb #d9d30c59
+    def loss(self, h, targets):
+        "Mean cross-entropy of the tied logits against `targets` (-100 ignored), never holding `[N, V]` logits."
+        if self.proj is not None: h = h @ self.proj.weight
+        return linear_cross_entropy(h, self.embed.weight, targets)
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """`cross_entropy(h @ W.T, targets)` chunk by chunk: each chunk's logits are made, turned into their gradient
+    (softmax - one-hot) and multiplied back at once, so the `[N, V]` logits and their log-softmax are never stored."""
+    @staticmethod
+    def forward(ctx, h, W, targets, chunk: int = 512):
+        valid = targets != -100
+        n = valid.sum().clamp(min=1)
+        grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        gh, gW = (torch.zeros_like(h), torch.zeros_like(W)) if grads else (None, None)
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], chunk):
+            hc, tc, mc = h[i:i + chunk], targets[i:i + chunk].clamp(min=0), valid[i:i + chunk]
+            z = F.linear(hc, W).float()                                       # [c, V]
+            lse = z.logsumexp(-1)
+            loss += ((lse - z.gather(1, tc[:, None])[:, 0]) * mc).sum()
+            if grads:
+                p = z.sub_(lse[:, None]).exp_()                               # softmax, in place
+                p[torch.arange(len(tc), device=p.device), tc] -= 1
+                p = (p * mc[:, None]).to(h.dtype)
+                gh[i:i + chunk] = p @ W
+                torch.addmm(gW, p.T, hc, out=gW)                           # (out=, not addmm_: FLOP counters see it)
+        if grads: ctx.save_for_backward(gh / n, gW / n)
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, g):
+        gh, gW = ctx.saved_tensors
+        return gh * g, gW * g, None, None
+
+def linear_cross_entropy(h, W, targets, chunk: int = 512):
+    "Mean cross-entropy of `h @ W.T` (`h` `[..., D]`, `W` `[V, D]`) against `targets` (-100 = ignore)."
+    return LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), W, targets.reshape(-1), chunk)
+
+# %% ../nbs/01_attention.ipynb #bdd59e00
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
@@ -221,7 +260,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         return o
     return o.transpose(1, 2)
 
-# %% ../nbs/01_attention.ipynb #e3f0f4b1
+# %% ../nbs/01_attention.ipynb #16e745a6
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -402,7 +441,7 @@ class MLAO(MLA):
         cfg = self.cfg
         self.o_proj = OutputSubspace(self.H, self.Dh, cfg.o_latent_dim, cfg.hidden_size, cfg.o_variant, cfg.rms_norm_eps)
 
-# %% ../nbs/01_attention.ipynb #83ae0094
+# %% ../nbs/01_attention.ipynb #c29acb61
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -453,7 +492,7 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         for layer in self.layers: x = layer(x, rope, mask, causal, past_key_values)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-# %% ../nbs/01_attention.ipynb #10ac6c7d
+# %% ../nbs/01_attention.ipynb #3518ae95
 def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
     "Weights of the output projection: plain `heads_dim x hidden`, or through a shared latent (MLA-o)."
     if o_latent_dim is None: return heads_dim * hidden

@@ -7,7 +7,7 @@ __all__ = ['SharedSpaceDecoderConfig', 'SharedSpaceDecoderModel', 'SharedSpaceDe
            'SharedSpaceDecoderForSequenceClassification', 'load_decoder_config', 'from_hf', 'greedy',
            'decode_tokens_per_s', 'DeepseekV3OConfig', 'DeepseekV3OForCausalLM']
 
-# %% ../nbs/03_decoder.ipynb #05e5dea8
+# %% ../nbs/03_decoder.ipynb #afc87623
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import time
 import torch
@@ -18,9 +18,9 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutput
 from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel,
-                                        OutputSubspace, load_config, _positive, _choice, O_VARIANTS)
+                                        OutputSubspace, linear_cross_entropy, load_config, _positive, _choice, O_VARIANTS)
 
-# %% ../nbs/03_decoder.ipynb #8047e0c2
+# %% ../nbs/03_decoder.ipynb #eda5b023
 class SharedSpaceDecoderConfig(SharedSpaceConfig):
     "Decoder config: the shared fields plus special tokens. DeepSeek-style decoupled RoPE enables absorbed decoding."
     model_type = "shared_space_decoder"
@@ -48,15 +48,20 @@ class SharedSpaceDecoderForCausalLM(SharedSpacePreTrainedModel, GenerationMixin)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
                 labels=None, logits_to_keep: int = 0, **kwargs):
-        "Logits `[B, T, V]` (the last `logits_to_keep` positions if > 0); `labels` are shifted inside (-100 ignored)."
+        """Logits `[B, T, V]` (the last `logits_to_keep` positions if > 0); `labels` are shifted inside (-100 ignored).
+        In training mode with labels only the loss is returned (fused LM head + cross-entropy, no logits stored)."""
         if use_cache and past_key_values is None: past_key_values = DynamicCache()
         out = self.model(input_ids, attention_mask, position_ids, past_key_values)
         h = out.last_hidden_state
+        if labels is not None:   # shift the labels, not the [B, T, V] logits
+            target = F.pad(labels[:, 1:], (0, 1), value=-100)
+            if self.training:
+                W = self.lm_head.weight if self.lm_head is not None else None
+                loss = self.model.embed.loss(h, target) if W is None else linear_cross_entropy(h, W, target)
+                return CausalLMOutputWithPast(loss=loss, past_key_values=past_key_values)
         logits = self.logits(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = None
-        if labels is not None:   # shift the labels, not the [B, T, V] logits (no copy of the largest tensor)
-            target = F.pad(labels[:, 1:], (0, 1), value=-100)[:, -logits.shape[1]:]
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+        loss = None if labels is None else \
+            F.cross_entropy(logits.flatten(0, 1).float(), target[:, -logits.shape[1]:].flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
 
 class SharedSpaceDecoderForSequenceClassification(SharedSpacePreTrainedModel):
@@ -86,7 +91,7 @@ def load_decoder_config(path_or_dict) -> SharedSpaceDecoderConfig:
     "A decoder config from a JSON file's `model` section (unknown or missing keys are errors)."
     return load_config(path_or_dict, SharedSpaceDecoderConfig)
 
-# %% ../nbs/03_decoder.ipynb #797d1949
+# %% ../nbs/03_decoder.ipynb #23a4ed33
 def _hf_config(hf) -> SharedSpaceDecoderConfig:
     c, kind = hf.config, hf.config.model_type
     common = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
@@ -139,7 +144,7 @@ def from_hf(hf) -> SharedSpaceDecoderForCausalLM:
     model.load_state_dict(new, strict=True)
     return model.to(next(hf.parameters()).dtype)
 
-# %% ../nbs/03_decoder.ipynb #7043e289
+# %% ../nbs/03_decoder.ipynb #c302b25a
 @torch.no_grad()
 def greedy(model, prompt, steps: int, absorb: bool = True):
     "Greedy decoding with a fresh `DynamicCache`: (tokens `[B, steps]`, logits of each step `[B, steps, V]`)."
@@ -152,7 +157,7 @@ def greedy(model, prompt, steps: int, absorb: bool = True):
         out = model(toks[-1], past_key_values=cache, use_cache=True)
     return torch.cat(toks, 1), torch.stack(logits, 1)
 
-# %% ../nbs/03_decoder.ipynb #62cffc0e
+# %% ../nbs/03_decoder.ipynb #b145a3cb
 @torch.no_grad()
 def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, absorb: bool = True) -> float:
     "Single-token decode steps per second (times batch) after a prefill of `context` random tokens."
@@ -164,7 +169,7 @@ def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, ab
     for _ in range(steps): nxt = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
     return batch * steps / (time.perf_counter() - t0)
 
-# %% ../nbs/03_decoder.ipynb #f227ddde
+# %% ../nbs/03_decoder.ipynb #5fad6383
 class DeepseekV3OConfig(DeepseekV3Config):
     "DeepSeek-V3 config plus the shared output latent (`o_latent_dim`, `o_variant`)."
     model_type = "deepseek_v3_o"
