@@ -149,7 +149,7 @@ def decode_suite(a, ds_cfg):
         rows.append(r)
     cache = {"ours MLA (latent + rope key)": 2 * kv_cache_per_token(cfg),
              "HF DeepseekV3 DynamicCache (latent + rope key)": 2 * cfg.num_hidden_layers * (cfg.kv_latent_dim + cfg.rope_dims),
-             "MHA at the same dims (k, v)": 2 * cfg.num_hidden_layers * cfg.num_attention_heads * 2 * cfg.head_dim}
+             "ours MHA, seed_mha (k, v)": 2 * kv_cache_per_token(load_decoder_config(ROOT / "configs/decoder/seed_mha.json"))}
     return rows, cache
 
 def main():
