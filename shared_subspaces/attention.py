@@ -10,7 +10,7 @@ __all__ = ['ATTENTION_TYPES', 'O_VARIANTS', 'ROPE_MODES', 'ATTN_BACKENDS', 'REQU
            'SharedSpaceModel', 'output_params', 'attention_params', 'ffn_params', 'embedding_params', 'param_counts',
            'flops_per_token', 'kv_cache_per_token']
 
-# %% ../nbs/01_attention.ipynb #b8d87e78
+# %% ../nbs/01_attention.ipynb #8a6bb0b4
 import importlib.util
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
@@ -20,7 +20,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from .rope import RotaryEmbedding, apply_rope, check_rope_dims, yarn_softmax_scale
 
-# %% ../nbs/01_attention.ipynb #c88bf06d
+# %% ../nbs/01_attention.ipynb #360c8c8e
 ATTENTION_TYPES = ("mha", "mla", "mla_o")
 O_VARIANTS = ("plain", "norm", "head_norm")
 ROPE_MODES = ("partial", "decoupled")
@@ -118,7 +118,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
 
-# %% ../nbs/01_attention.ipynb #be603e83
+# %% ../nbs/01_attention.ipynb #231e4681
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "attention_type", "max_position_embeddings")
 
@@ -142,7 +142,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     if missing: raise ValueError(f"{src}: missing required key(s) {missing}")
     return cls(**d)
 
-# %% ../nbs/01_attention.ipynb #344c0399
+# %% ../nbs/01_attention.ipynb #ff64fd7f
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -223,7 +223,7 @@ def linear_cross_entropy(h, W, targets, chunk: int = 512):
     "Mean cross-entropy of `h @ W.T` (`h` `[..., D]`, `W` `[V, D]`) against `targets` (-100 = ignore)."
     return LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), W, targets.reshape(-1), chunk)
 
-# %% ../nbs/01_attention.ipynb #bdd59e00
+# %% ../nbs/01_attention.ipynb #608fa0c9
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
@@ -260,7 +260,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         return o
     return o.transpose(1, 2)
 
-# %% ../nbs/01_attention.ipynb #16e745a6
+# %% ../nbs/01_attention.ipynb #2c18561b
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -441,7 +441,7 @@ class MLAO(MLA):
         cfg = self.cfg
         self.o_proj = OutputSubspace(self.H, self.Dh, cfg.o_latent_dim, cfg.hidden_size, cfg.o_variant, cfg.rms_norm_eps)
 
-# %% ../nbs/01_attention.ipynb #c29acb61
+# %% ../nbs/01_attention.ipynb #39936493
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -492,12 +492,14 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         for layer in self.layers: x = layer(x, rope, mask, causal, past_key_values)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
 
-# %% ../nbs/01_attention.ipynb #3518ae95
+# %% ../nbs/01_attention.ipynb #4a9fccb9
+def _o_norm_params(heads_dim, o_latent_dim, o_variant):
+    return {"plain": 0, "norm": o_latent_dim, "head_norm": heads_dim}[o_variant]
+
 def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
     "Weights of the output projection: plain `heads_dim x hidden`, or through a shared latent (MLA-o)."
     if o_latent_dim is None: return heads_dim * hidden
-    return heads_dim * o_latent_dim + o_latent_dim * hidden + \
-        {"plain": 0, "norm": o_latent_dim, "head_norm": heads_dim}[o_variant]
+    return heads_dim * o_latent_dim + o_latent_dim * hidden + _o_norm_params(heads_dim, o_latent_dim, o_variant)
 
 def attention_params(cfg: SharedSpaceConfig, layer_idx: int = -1) -> int:
     "Parameters of one attention layer (`layer_idx` < `num_dense_layers` is MHA)."
@@ -538,7 +540,7 @@ def _norm_params(cfg, i):
     kind = cfg.layer_attention_type(i)
     if kind == "mha": return 0
     n = (cfg.q_latent_dim or 0) + cfg.kv_latent_dim
-    if kind == "mla_o": n += {"plain": 0, "norm": cfg.o_latent_dim, "head_norm": cfg.num_attention_heads * cfg.head_dim}[cfg.o_variant]
+    if kind == "mla_o": n += _o_norm_params(cfg.num_attention_heads * cfg.head_dim, cfg.o_latent_dim, cfg.o_variant)
     return n
 
 def kv_cache_per_token(cfg: SharedSpaceConfig) -> int:

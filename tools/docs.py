@@ -82,8 +82,8 @@ def check(pages: list[Path]) -> int:
                                  capture_output=True, text=True, timeout=120).stdout
         heads, docs = expected(ROOT / "_proc" / f"{page.stem}.ipynb")
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)).replace("¶", "")
-        rendered = [h for h in re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", dom, re.S)]
-        rendered = {re.sub(r"\s+", " ", re.sub(r"<[^>]+>|¶", "", h)).strip() for h in rendered}
+        rendered = {re.sub(r"\s+", " ", re.sub(r"<[^>]+>|¶", "", h)).strip()
+                    for h in re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", dom, re.S)}
         plain = lambda s: re.sub(r"[`*$\\_]", "", s).strip()   # markdown eats __x__ and `x`
         missing = [h for h in heads + docs if plain(h) not in {plain(r) for r in rendered}]
         ok = bool(heads) and (bool(docs) or page.stem == "index") and not missing and len(text) > 500
