@@ -9,7 +9,7 @@ __all__ = ['SST2_SPLITS', 'CORPORA', 'PRECISIONS', 'PROMPT', 'WIKITEXT2_YAML', '
            'make_model', 'mlm_accuracy', 'pretrain', 'LabelWordClassifier', 'finetune_sst2', 'lm_eval_run',
            'load_any_config', 'summarize', 'to_markdown', 'plot_runs', 'compare', 'summary', 'main']
 
-# %% ../nbs/05_train.ipynb #57e57414
+# %% ../nbs/05_train.ipynb #36250035
 import argparse, dataclasses, json, math, os, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .encoder import (SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM,
 from .decoder import (SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM,
                                       SharedSpaceDecoderForSequenceClassification, load_decoder_config, last_token)
 
-# %% ../nbs/05_train.ipynb #5c2e45df
+# %% ../nbs/05_train.ipynb #ed4d1591
 def data_dir(path=None) -> Path | None:
     "The local data folder, or None when there is none (then loaders use the Hub)."
     if path is not None:
@@ -64,7 +64,7 @@ def gpt2_tokenizer(path=None):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
-# %% ../nbs/05_train.ipynb #caa17d85
+# %% ../nbs/05_train.ipynb #6e6c0abc
 CORPORA = ("local", "wikitext-103", "c4")
 
 def load_corpus(name: str = "local", split: str = "train", path=None, c4_docs: int = 3_650_000, c4_dir=None) -> datasets.Dataset:
@@ -90,7 +90,7 @@ def load_corpus(name: str = "local", split: str = "train", path=None, c4_docs: i
     c4 = datasets.load_dataset("json", data_files=str(d / "c4-sample/c4_sample.jsonl"), split="train")
     return datasets.Dataset.from_dict({"text": [v["extract"] for v in wiki.values()] + list(c4["text"])})
 
-# %% ../nbs/05_train.ipynb #12af7cec
+# %% ../nbs/05_train.ipynb #0e695ec3
 def pack(texts: datasets.Dataset, tokenizer, block_size: int, num_proc: int | None = None) -> tuple[datasets.Dataset, dict]:
     "Pack a `text` dataset into `input_ids` blocks of `block_size`; returns (blocks, stats)."
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -117,7 +117,7 @@ def padding_fraction(texts, tokenizer, max_length: int) -> float:
     lens = [min(len(x), max_length) for x in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
     return 1 - sum(lens) / (len(lens) * max_length)
 
-# %% ../nbs/05_train.ipynb #f5eb3853
+# %% ../nbs/05_train.ipynb #89f0ca56
 class MLMCollator(DataCollatorForLanguageModeling):
     "HF's MLM collator (15% targets, 80/10/10) with masks that depend only on `seed` and the batch's tokens."
     def __init__(self, tokenizer, mlm_probability: float = 0.15, seed: int = 0):
@@ -129,7 +129,7 @@ class MLMCollator(DataCollatorForLanguageModeling):
         self.generator = torch.Generator().manual_seed(key % 2 ** 63)
         return super().torch_call(examples)
 
-# %% ../nbs/05_train.ipynb #8467a921
+# %% ../nbs/05_train.ipynb #1db7e04c
 def train_tokenizer(texts, vocab_size: int = 8192, kind: str = "wordpiece") -> PreTrainedTokenizerFast:
     "A WordPiece (MLM, BERT-style specials) or byte-level BPE (CLM) tokenizer trained on `texts`."
     from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
@@ -145,7 +145,7 @@ def train_tokenizer(texts, vocab_size: int = 8192, kind: str = "wordpiece") -> P
     t.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<|endoftext|>"])
     return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
-# %% ../nbs/05_train.ipynb #bbe3c8d7
+# %% ../nbs/05_train.ipynb #ceb03394
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
@@ -191,7 +191,7 @@ class TrainConfig:
         if unknown: raise ValueError(f"unknown {section} key(s) {unknown}; allowed: {[f.name for f in dataclasses.fields(cls)]}")
         return cls(**d)
 
-# %% ../nbs/05_train.ipynb #79e2d525
+# %% ../nbs/05_train.ipynb #1e1f3258
 class SafeTrainer(Trainer):
     "HF Trainer that refuses to continue on a non-finite loss."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -247,7 +247,7 @@ def run_trainer(trainer: Trainer, cfg: TrainConfig):
         print(f"interrupted at step {trainer.state.global_step}: checkpoint saved in {cfg.output_dir}; resume=True continues")
         raise
 
-# %% ../nbs/05_train.ipynb #2c530300
+# %% ../nbs/05_train.ipynb #cd868171
 def _limit(ds, n): return ds.select(range(min(n, len(ds)))) if n else ds
 
 _PACKED = {}
@@ -311,7 +311,7 @@ def pretrain(model_cfg, cfg: TrainConfig, tokenizer=None, model=None, callbacks=
     (Path(cfg.output_dir) / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
-# %% ../nbs/05_train.ipynb #8cd4db43
+# %% ../nbs/05_train.ipynb #f06fe8f3
 class LabelWordClassifier(nn.Module):
     "A causal LM as a classifier: logits of `label_ids` at the last real token."
     def __init__(self, lm, label_ids: list[int]):
@@ -352,7 +352,7 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
     ev = trainer.evaluate()
     return {"sst2_accuracy": ev["eval_accuracy"], "sst2_eval_loss": ev["eval_loss"]}
 
-# %% ../nbs/05_train.ipynb #b6cb0920
+# %% ../nbs/05_train.ipynb #6ed73592
 WIKITEXT2_YAML = """task: wikitext2_local
 dataset_path: json
 dataset_kwargs:
@@ -387,7 +387,7 @@ def lm_eval_run(model, tokenizer, tasks=("wikitext2_local",), limit=None, batch_
     return {t: {k.split(",")[0]: v for k, v in r.items() if k != "alias" and not k.endswith("_stderr,none")}
             for t, r in res["results"].items()}
 
-# %% ../nbs/05_train.ipynb #0c501965
+# %% ../nbs/05_train.ipynb #d152b076
 def load_any_config(path):
     "An encoder or decoder config from a JSON file with `family` and `model`."
     d = json.loads(Path(path).read_text())
@@ -472,7 +472,7 @@ def compare(configs, seeds=(0, 1), preset: str = "cpu", out_dir="runs/compare", 
     plot_runs(runs, out)
     return table
 
-# %% ../nbs/05_train.ipynb #ef82cbd6
+# %% ../nbs/05_train.ipynb #58b60a87
 def summary(paths) -> pd.DataFrame:
     "Accounting table for config JSON files."
     rows = {}
@@ -483,7 +483,7 @@ def summary(paths) -> pd.DataFrame:
                         "GFLOP/token": flops_per_token(cfg, T) / 1e9, "kv/token": kv_cache_per_token(cfg)}
     return pd.DataFrame(rows).T.rename(columns=lambda c: f"{c} (M)" if c in ("embedding", "attention", "ffn", "norms", "total") else c)
 
-# %% ../nbs/05_train.ipynb #2ad4f738
+# %% ../nbs/05_train.ipynb #67f5b772
 def _sets(pairs) -> dict:
     out = {}
     for p in pairs or []:
@@ -518,12 +518,13 @@ def main(argv=None):
         if not a.configs: ap.error("no config files given (and none under ./configs)")
         print(summary(a.configs).round(3))
     elif a.cmd == "pretrain":
-        cfg = TrainConfig.from_json(a.config, "pretrain", **{"output_dir": f"runs/{Path(a.config).stem}", **_sets(a.set)})
+        cfg = TrainConfig.from_json(a.config, "pretrain", **_sets(a.set))
+        if cfg.output_dir == TrainConfig.output_dir: cfg.output_dir = f"runs/{Path(a.config).stem}"
         print(json.dumps(pretrain(load_any_config(a.config), cfg), indent=1))
     elif a.cmd == "finetune":
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained(a.model_dir)   # trunk; the head is built by finetune_sst2
-        lm = (SharedSpaceEncoderForMaskedLM if isinstance(model.config, SharedSpaceEncoderConfig) else SharedSpaceDecoderForCausalLM).from_pretrained(a.model_dir)
+        from transformers import AutoConfig
+        enc = isinstance(AutoConfig.from_pretrained(a.model_dir), SharedSpaceEncoderConfig)
+        lm = (SharedSpaceEncoderForMaskedLM if enc else SharedSpaceDecoderForCausalLM).from_pretrained(a.model_dir)
         cfg = TrainConfig(**{"output_dir": str(Path(a.model_dir).parent / "sst2"), **_sets(a.set)})
         print(json.dumps(finetune_sst2(lm, cfg, AutoTokenizer.from_pretrained(a.model_dir)), indent=1))
     elif a.cmd == "eval":
