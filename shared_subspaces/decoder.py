@@ -19,7 +19,8 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast, SequenceClassifierOutput
 from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel,
-                                        OutputSubspace, linear_cross_entropy, load_config, _positive, _choice, O_VARIANTS)
+                                        OutputSubspace, linear_cross_entropy, load_config, _positive, _choice, O_VARIANTS,
+                                        one_cache, model_output)
 
 # %% ../nbs/03_decoder.ipynb #c2407981
 class SharedSpaceDecoderConfig(SharedSpaceConfig):
@@ -47,23 +48,26 @@ class SharedSpaceDecoderForCausalLM(SharedSpacePreTrainedModel, GenerationMixin)
     def logits(self, h):
         return self.model.embed.logits(h) if self.lm_head is None else self.lm_head(h)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
-                labels=None, logits_to_keep: int = 0, **kwargs):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=None, labels=None,
+                logits_to_keep: int = 0, *, past_key_values=None, return_dict=None):
         """Logits `[B, T, V]` (the last `logits_to_keep` positions if > 0); `labels` are shifted inside (-100 ignored).
-        In training mode with labels only the loss is returned (fused LM head + cross-entropy, no logits stored)."""
-        if use_cache and past_key_values is None: past_key_values = DynamicCache()
-        out = self.model(input_ids, attention_mask, position_ids, past_key_values)
-        h = out.last_hidden_state
+        In training mode with labels only the loss is returned (fused LM head + cross-entropy, no logits stored).
+        The KV cache comes as `cache` (what `generate()` passes since transformers 5.24) or `past_key_values` (before);
+        any other keyword is a `TypeError`, so an argument the model should act on is never dropped silently."""
+        cache = one_cache(cache, past_key_values)
+        if use_cache and cache is None: cache = DynamicCache()
+        h = self.model(input_ids, attention_mask, position_ids, cache).last_hidden_state
+        loss = logits = None
         if labels is not None:   # shift the labels, not the [B, T, V] logits
             target = F.pad(labels[:, 1:], (0, 1), value=-100)
             if self.training:
                 W = self.lm_head.weight if self.lm_head is not None else None
                 loss = self.model.embed.loss(h, target) if W is None else linear_cross_entropy(h, W, target)
-                return CausalLMOutputWithPast(loss=loss, past_key_values=past_key_values)
+                return model_output(CausalLMOutputWithPast, return_dict, cache, loss=loss)
         logits = self.logits(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = None if labels is None else \
-            F.cross_entropy(logits.flatten(0, 1).float(), target[:, -logits.shape[1]:].flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), target[:, -logits.shape[1]:].flatten(), ignore_index=-100)
+        return model_output(CausalLMOutputWithPast, return_dict, cache, loss=loss, logits=logits)
 
 def last_token(h, attention_mask=None):
     "Hidden state of each sequence's last real token: h `[B, T, D]` -> `[B, D]` (left or right padding)."
@@ -81,10 +85,10 @@ class SharedSpaceDecoderForSequenceClassification(SharedSpacePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
-    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
+    def forward(self, input_ids, attention_mask=None, labels=None, *, return_dict=None):
         logits = self.score(last_token(self.model(input_ids, attention_mask).last_hidden_state, attention_mask))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return model_output(SequenceClassifierOutput, return_dict, loss=loss, logits=logits)
 
 AutoConfig.register("shared_space_decoder", SharedSpaceDecoderConfig)
 AutoModel.register(SharedSpaceDecoderConfig, SharedSpaceDecoderModel)
@@ -161,11 +165,11 @@ def greedy(model, prompt, steps: int, absorb: bool = True):
     "Greedy decoding with a fresh `DynamicCache`: (tokens `[B, steps]`, logits of each step `[B, steps, V]`)."
     cache, toks, logits = DynamicCache(), [], []
     with decode_mode(model, absorb):
-        out = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(prompt, cache=cache, use_cache=True, logits_to_keep=1)
         for _ in range(steps):
             logits.append(out.logits[:, -1])
             toks.append(out.logits[:, -1].argmax(-1, keepdim=True))
-            out = model(toks[-1], past_key_values=cache, use_cache=True)
+            out = model(toks[-1], cache=cache, use_cache=True)
     return torch.cat(toks, 1), torch.stack(logits, 1)
 
 # %% ../nbs/03_decoder.ipynb #4fcbde90
@@ -175,9 +179,9 @@ def decode_tokens_per_s(model, context: int, steps: int = 32, batch: int = 1, ab
     prompt = torch.randint(0, model.config.vocab_size, (batch, context), device=model.device)
     cache = DynamicCache()
     with decode_mode(model, absorb):
-        nxt = model(prompt, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        nxt = model(prompt, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
         t0 = time.perf_counter()
-        for _ in range(steps): nxt = model(nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        for _ in range(steps): nxt = model(nxt, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
     return batch * steps / (time.perf_counter() - t0)
 
 # %% ../nbs/03_decoder.ipynb #e452f23f
