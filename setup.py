@@ -19,7 +19,10 @@ statuses = [ '1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Prod
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# extras: [train] wandb + lm-eval, [flash] flash-attn (CUDA only), [notebook] widgets for tqdm in Jupyter/Colab,
+# [dev] the nbdev tool chain and docs build, plus [train] and [notebook] so the tests cover them
+extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('train', 'flash', 'notebook')}
+extras['dev'] = shlex.split(cfg.get('dev_requirements', '')) + extras['train'] + extras['notebook']
 min_python = cfg['min_python']
 lic = licenses[cfg['license']]
 console_scripts = cfg.get('console_scripts', '').split()
@@ -36,7 +39,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=['shared_subspaces', 'shared_subspaces.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require = extras,
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -150,8 +150,8 @@ SUITES = {"encoder": encoder_suite, "decoder": decoder_suite}
 @torch.no_grad()
 def hf_generate_tps(model, context, steps=16):
     ids = torch.randint(5, model.config.vocab_size, (1, context), device=DEV)
-    out = model(ids, use_cache=True, past_key_values=DynamicCache())
-    cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache = DynamicCache()   # passed as past_key_values, the name both transformers 5.23 and 5.24 take
+    nxt = model(ids, use_cache=True, past_key_values=cache).logits[:, -1:].argmax(-1)
     t = time.perf_counter()
     for _ in range(steps):
         out = model(nxt, past_key_values=cache, use_cache=True); nxt = out.logits[:, -1:].argmax(-1)
