@@ -156,14 +156,15 @@ def read_json(path) -> dict:
     if not isinstance(d, dict): raise ValueError(f"{p}: expected a JSON object at the top, got {type(d).__name__}")
     return d
 
-def unknown_keys(d, allowed, where: str):
-    "Raise `ValueError` naming the keys of `d` not in `allowed`, with the closest allowed spelling of each."
+def unknown_keys(d, allowed, where: str, shown=None):
+    """Raise `ValueError` naming the keys of `d` not in `allowed`, with the closest allowed spelling of each, or
+    else the allowed keys (`shown`, if given: a readable subset of a long list)."""
     import difflib
     unknown = sorted(set(d) - set(allowed))
     if not unknown: return
     hints = {k: difflib.get_close_matches(k, list(allowed), n=1) for k in unknown}
     hint = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in hints.items() if h)
-    raise ValueError(f"{where}: unknown key(s) {unknown}" + (f" ({hint})" if hint else ""))
+    raise ValueError(f"{where}: unknown key(s) {unknown} " + (f"({hint})" if hint else f"(allowed: {sorted(shown or allowed)})"))
 
 def load_config(path_or_dict, cls=None, section: str = "model"):
     "Build `cls` (default `SharedSpaceConfig`) from a JSON file (or dict) section, refusing unknown or missing keys."
@@ -172,7 +173,7 @@ def load_config(path_or_dict, cls=None, section: str = "model"):
     src = "config" if isinstance(path_or_dict, dict) else str(path_or_dict)
     if section not in d: raise ValueError(f"{src}: no {section!r} section (keys: {sorted(d)})")
     d = d[section]
-    unknown_keys(d, config_fields(cls), f"{src}: {section}")
+    unknown_keys(d, config_fields(cls), f"{src}: {section}", config_fields(cls) - config_fields(PreTrainedConfig))
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing: raise ValueError(f"{src}: {section}: missing required key(s) {missing}")
     try: return cls(**d)

@@ -16,10 +16,10 @@ HEADER = """# The lock: every package version that README command 1 installs and
 """
 
 def freeze(venv: Path) -> list[str]:
-    "`name==version` for every installed distribution but this project itself, local version labels dropped."
-    out = subprocess.run([str(venv / "bin" / "pip"), "freeze", "--exclude-editable"], check=True, capture_output=True,
-                         text=True).stdout.splitlines()
-    pins = sorted((l.split("+")[0] for l in out if "==" in l and not l.startswith("#")), key=str.lower)
+    "`name==version` for every installed distribution (setuptools and wheel too) but pip and this project itself."
+    out = subprocess.run([str(venv / "bin" / "pip"), "freeze", "--all", "--exclude-editable"], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    pins = sorted((l.split("+")[0] for l in out if "==" in l and not l.lower().startswith("pip==")), key=str.lower)
     if not any(p.lower().startswith("torch==") for p in pins): sys.exit(f"{venv}: no torch installed; not a project venv")
     return pins
 
