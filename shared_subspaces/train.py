@@ -180,6 +180,7 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self):
+        if isinstance(self.output_dir, Path): self.output_dir = str(self.output_dir)
         for f in dataclasses.fields(self):   # types first, so every later check compares like with like
             v = getattr(self, f.name)
             if f.type is bool and not isinstance(v, bool): raise ValueError(f"{f.name} must be true or false, got {v!r}")
