@@ -166,11 +166,12 @@ def unknown_keys(d, allowed, where: str, shown=None):
     hint = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in hints.items() if h)
     raise ValueError(f"{where}: unknown key(s) {unknown} " + (f"({hint})" if hint else f"(allowed: {sorted(shown or allowed)})"))
 
-def load_config(path_or_dict, cls=None, section: str = "model"):
-    "Build `cls` (default `SharedSpaceConfig`) from a JSON file (or dict) section, refusing unknown or missing keys."
+def load_config(path_or_dict, cls=None, section: str = "model", src: str | None = None):
+    """Build `cls` (default `SharedSpaceConfig`) from a JSON file (or dict) section, refusing unknown or missing keys;
+    errors name `src` (default: the file)."""
     cls = cls or SharedSpaceConfig
     d = path_or_dict if isinstance(path_or_dict, dict) else read_json(path_or_dict)
-    src = "config" if isinstance(path_or_dict, dict) else str(path_or_dict)
+    src = src or ("config" if isinstance(path_or_dict, dict) else str(path_or_dict))
     if section not in d: raise ValueError(f"{src}: no {section!r} section (keys: {sorted(d)})")
     d = d[section]
     unknown_keys(d, config_fields(cls), f"{src}: {section}", config_fields(cls) - config_fields(PreTrainedConfig))

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import (AutoTokenizer, BertTokenizer, DataCollatorForLanguageModeling, DataCollatorWithPadding,
                           PreTrainedTokenizerFast, Trainer, TrainerCallback, TrainingArguments, set_seed)
-from .attention import (param_counts, flops_per_token, kv_cache_per_token, read_json, unknown_keys,
+from .attention import (param_counts, flops_per_token, kv_cache_per_token, read_json, unknown_keys, load_config,
                                         _choice, _positive, _number)
 from .encoder import (SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM,
                                       SharedSpaceEncoderForSequenceClassification, load_encoder_config, encoder_param_counts)
@@ -435,7 +435,9 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
     else:
         model, prompt = make_model(pretrained.config, "cls"), "{}"
         model.model.load_state_dict(pretrained.model.state_dict())
-    def encode(b): return tokenizer([prompt.format(s) for s in b["sentence"]], truncation=True, max_length=cfg.seq_len)
+    def encode(b):   # no token_type_ids: single sentences, and the model would only check they are all zero
+        return tokenizer([prompt.format(s) for s in b["sentence"]], truncation=True, max_length=cfg.seq_len,
+                         return_token_type_ids=False)
     train = _limit(load_sst2("train").shuffle(seed=cfg.seed), cfg.train_samples).map(encode, batched=True, remove_columns=["sentence"])
     dev_text = _limit(load_sst2("dev"), cfg.eval_samples)
     dev = dev_text.map(encode, batched=True, remove_columns=["sentence"])
@@ -513,8 +515,9 @@ def lm_eval_run(model, tokenizer, tasks=("wikitext2_local",), limit=None, batch_
 # %% ../nbs/05_train.ipynb #d67d585f
 def load_any_config(path):
     "An encoder or decoder config from a JSON file with `family` and `model`."
-    _choice(f"{path}: family", read_json(path).get("family"), ("encoder", "decoder"))
-    return (load_encoder_config if read_json(path)["family"] == "encoder" else load_decoder_config)(path)
+    d = read_json(path)
+    _choice(f"{path}: family", d.get("family"), ("encoder", "decoder"))
+    return load_config(d, SharedSpaceEncoderConfig if d["family"] == "encoder" else SharedSpaceDecoderConfig, src=str(path))
 
 PRESETS = {
     "cpu": dict(pretrain=dict(max_steps=50, batch_size=16, seq_len=128, lr=1e-3, eval_samples=128, logging_steps=5),
