@@ -7,18 +7,18 @@ __all__ = ['POOLINGS', 'SharedSpaceEncoderConfig', 'check_segments', 'SharedSpac
            'SharedSpaceEncoderForMaskedLM', 'SharedSpaceEncoderForSequenceClassification', 'encoder_param_counts',
            'load_encoder_config', 'isoparametric']
 
-# %% ../nbs/02_encoder.ipynb #d53777cc
-import dataclasses
+# %% ../nbs/02_encoder.ipynb #2e14c008
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification)
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
-from .attention import (SharedSpaceConfig, SharedSpaceModel, SharedSpacePreTrainedModel, RMSNorm,
-                                        param_counts, _choice, load_config, model_output)
+from .config import SharedSpaceConfig, check_choice, load_config, config_fields
+from .layers import RMSNorm
+from .model import SharedSpaceModel, SharedSpacePreTrainedModel, param_counts, model_output
 
-# %% ../nbs/02_encoder.ipynb #79ad5196
+# %% ../nbs/02_encoder.ipynb #c5075a07
 POOLINGS = ("mean", "cls")
 
 class SharedSpaceEncoderConfig(SharedSpaceConfig):
@@ -30,7 +30,7 @@ class SharedSpaceEncoderConfig(SharedSpaceConfig):
 
     def check(self):
         super().check()
-        _choice("classifier_pooling", self.classifier_pooling, POOLINGS)
+        check_choice("classifier_pooling", self.classifier_pooling, POOLINGS)
 
 def check_segments(token_type_ids):
     "BERT tokenizers add `token_type_ids`; the encoder has no segment embeddings, so only all-zero ids are accepted."
@@ -103,7 +103,7 @@ AutoModel.register(SharedSpaceEncoderConfig, SharedSpaceEncoderModel)
 AutoModelForMaskedLM.register(SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM)
 AutoModelForSequenceClassification.register(SharedSpaceEncoderConfig, SharedSpaceEncoderForSequenceClassification)
 
-# %% ../nbs/02_encoder.ipynb #9220470f
+# %% ../nbs/02_encoder.ipynb #7db75be8
 def encoder_param_counts(cfg: SharedSpaceEncoderConfig, head: str = "mlm") -> dict:
     "Closed-form parameter counts of an encoder with `head` in ('mlm', 'cls', None)."
     c = param_counts(cfg)
@@ -116,14 +116,14 @@ def load_encoder_config(path_or_dict) -> SharedSpaceEncoderConfig:
     "An encoder config from a JSON file's `model` section (unknown or missing keys are errors)."
     return load_config(path_or_dict, SharedSpaceEncoderConfig)
 
-# %% ../nbs/02_encoder.ipynb #c30451a0
+# %% ../nbs/02_encoder.ipynb #d492495b
 def isoparametric(base, variant, free: str = "intermediate_size", tol: float = 0.005, multiple_of: int = 1,
                   count=encoder_param_counts):
     "A copy of `variant` with `free` chosen so `count(...)['total']` matches `base` within `tol` (relative)."
-    if free not in {f.name for f in dataclasses.fields(variant)}:
+    if free not in config_fields(type(variant)):
         raise ValueError(f"free must be a field of {type(variant).__name__}, got {free!r}")
     target = count(base)["total"]
-    n = lambda v: count(dataclasses.replace(variant, **{free: v * multiple_of}))["total"]
+    n = lambda v: count(variant.replace(**{free: v * multiple_of}))["total"]
     lo, hi = 1, 1
     while n(hi) < target:
         lo, hi = hi, hi * 2
@@ -136,4 +136,4 @@ def isoparametric(base, variant, free: str = "intermediate_size", tol: float = 0
     if err > tol:
         raise ValueError(f"closest {free}={best * multiple_of} gives {n(best):,} parameters, {err:.2%} from "
                          f"{target:,} (tol {tol:.2%})")
-    return dataclasses.replace(variant, **{free: best * multiple_of})
+    return variant.replace(**{free: best * multiple_of})
