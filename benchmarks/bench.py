@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import (BertConfig, BertForMaskedLM, DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig,
                           LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM)
 from transformers.cache_utils import DynamicCache
-from shared_subspaces.attention import kv_cache_per_token
+from shared_subspaces.model import kv_cache_per_token
 from shared_subspaces.encoder import SharedSpaceEncoderForMaskedLM, load_encoder_config
 from shared_subspaces.decoder import SharedSpaceDecoderForCausalLM, load_decoder_config, decode_tokens_per_s
 
