@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['O_VARIANTS', 'fold_heads', 'HeadsOut', 'OutputSubspace', 'Attention', 'make_attention', 'heads', 'SharedOutput',
-           'MHA']
+           'MHA', 'GQA', 'MQA', 'MHAO']
 
 # %% ../nbs/01c_attention.ipynb #12a285c4
 import torch
@@ -195,3 +195,35 @@ class MHA(Attention):
         else: k = self.rotate(k, rope)
         if cache is not None: k, v = cache.update(k, v, self.layer_idx)
         return q, k, v
+
+# %% ../nbs/01c_attention.ipynb #a1620ff7
+@register_attention("gqa")
+class GQA(MHA):
+    "Grouped-query attention: `num_key_value_heads` k/v heads, each shared by a group of query heads."
+    fields = {"num_key_value_heads": None}
+    examples = {"gqa": dict(num_key_value_heads=2)}
+
+    @classmethod
+    def kv_heads(cls, cfg): return cfg.num_key_value_heads
+
+    @classmethod
+    def check_config(cls, cfg):
+        super().check_config(cfg)
+        n, H = cfg.num_key_value_heads, cfg.num_attention_heads
+        if n is None: raise ValueError("num_key_value_heads is required for attention_type='gqa'")
+        check_positive("num_key_value_heads", n)
+        if H % n: raise ValueError(f"num_key_value_heads={n} must divide num_attention_heads={H}")
+
+@register_attention("mqa")
+class MQA(MHA):
+    "Multi-query attention: one k/v head shared by every query head (GQA with `num_key_value_heads=1`)."
+    examples = {"mqa": {}}
+
+    @classmethod
+    def kv_heads(cls, cfg): return 1
+
+# %% ../nbs/01c_attention.ipynb #ef246563
+@register_attention("mha_o")
+class MHAO(SharedOutput, MHA):
+    "MHA whose heads write into one shared output latent (`OutputSubspace`): MLA-o without the input latents."
+    examples = {"mha_o": dict(o_latent_dim=24), "mha_o_head_norm": dict(o_latent_dim=24, o_variant="head_norm")}

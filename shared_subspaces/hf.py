@@ -13,7 +13,7 @@ from .config import ATTENTION, check_positive, check_choice
 from .attention import OutputSubspace, SharedOutput, O_VARIANTS
 from .decoder import SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM
 
-# %% ../nbs/03b_hf.ipynb #3a6c68a7
+# %% ../nbs/03b_hf.ipynb #2febfdd3
 def _hf_config(hf) -> SharedSpaceDecoderConfig:
     c, kind = hf.config, hf.config.model_type
     common = dict(vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
@@ -25,11 +25,11 @@ def _hf_config(hf) -> SharedSpaceDecoderConfig:
         raise ValueError(f"from_hf: rope_type {c.rope_parameters['rope_type']!r} is not converted; allowed: 'default'")
     if getattr(c, "hidden_act", "silu") != "silu": raise ValueError(f"from_hf: hidden_act must be 'silu', got {c.hidden_act!r}")
     if kind == "llama":
-        if c.num_key_value_heads != c.num_attention_heads:
-            raise ValueError(f"from_hf: grouped-query attention (num_key_value_heads={c.num_key_value_heads}) is not supported")
         if c.attention_bias or c.mlp_bias: raise ValueError("from_hf: attention_bias/mlp_bias must be False")
         hd = c.head_dim or c.hidden_size // c.num_attention_heads
-        return SharedSpaceDecoderConfig(**common, head_dim=hd, attention_type="mha", rope_mode="partial", rope_dims=hd)
+        kv = c.num_key_value_heads or c.num_attention_heads
+        heads = dict(attention_type="mha") if kv == c.num_attention_heads else dict(attention_type="gqa", num_key_value_heads=kv)
+        return SharedSpaceDecoderConfig(**common, **heads, head_dim=hd, rope_mode="partial", rope_dims=hd)
     if kind == "deepseek_v3":
         if c.first_k_dense_replace < c.num_hidden_layers:
             raise ValueError(f"from_hf: MoE layers are not converted (first_k_dense_replace={c.first_k_dense_replace} < "
@@ -42,7 +42,7 @@ def _hf_config(hf) -> SharedSpaceDecoderConfig:
     raise ValueError(f"from_hf: model_type must be one of ('llama', 'deepseek_v3'), got {kind!r}")
 
 def from_hf(hf) -> SharedSpaceDecoderForCausalLM:
-    "Our decoder with the weights of an HF `LlamaForCausalLM` (-> MHA) or dense `DeepseekV3ForCausalLM` (-> MLA)."
+    "Our decoder with the weights of an HF `LlamaForCausalLM` (-> MHA, or GQA) or dense `DeepseekV3ForCausalLM` (-> MLA)."
     cfg = _hf_config(hf)
     sd, kind = hf.state_dict(), hf.config.model_type
     new = {"model.embed.embed.weight": sd["model.embed_tokens.weight"], "model.norm.weight": sd["model.norm.weight"]}
