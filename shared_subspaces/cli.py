@@ -6,7 +6,7 @@
 __all__ = ['PRETRAINED', 'CLASSIFIERS', 'CAUSAL_LMS', 'USER_ERRORS', 'model_folder', 'read_sentences', 'predict_file', 'parser',
            'run', 'main']
 
-# %% ../nbs/05f_cli.ipynb #c1100004
+# %% ../nbs/05f_cli.ipynb #599158ce
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -17,6 +17,7 @@ from .trainer import TrainConfig, FolderBusy, Interrupted
 from .train import FAMILIES, pretrain, finetune_sst2, classify, load_classifier
 from .evaluation import lm_eval_run
 from .experiments import PRESETS, compare, summary, to_markdown
+from .data import data_dir
 
 # %% ../nbs/05f_cli.ipynb #c1100007
 PRETRAINED = {f.lm.__name__: f.lm for f in FAMILIES.values()}                 # what `finetune` takes
@@ -68,7 +69,7 @@ def predict_file(model_dir, path, out=None, batch_size: int = 64) -> dict:
     df.to_csv(out, sep="\t", index=False)
     return {**res, "predictions": str(out)}
 
-# %% ../nbs/05f_cli.ipynb #c1100011
+# %% ../nbs/05f_cli.ipynb #6d3f6af2
 def _sets(pairs, where: str = "--set") -> dict:
     "`key=value` pairs (values parsed as JSON where they are JSON) as a dict; only `TrainConfig` keys."
     out = {}
@@ -144,5 +145,7 @@ def main(argv=None):
         raise SystemExit(130 if e.signal == "SIGINT" else 143) from None
     except USER_ERRORS as e:
         if a.debug: raise
-        print(f"ssub {a.cmd}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        hint = " (no local data folder was found: set SSUB_DATA_DIR, or run below a folder holding shared/data)" \
+            if "huggingface.co" in str(e) and data_dir() is None else ""
+        print(f"ssub {a.cmd}: error: {' '.join(str(e).split())}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
