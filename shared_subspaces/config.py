@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EXAMPLES', 'check_choice', 'check_number',
            'check_positive', 'check_bool', 'register_attention', 'variant_fields', 'config_fields', 'SharedSpaceConfig',
-           'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'tiny_config', 'variant_examples']
+           'own_signature', 'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'tiny_config',
+           'variant_examples']
 
-# %% ../nbs/01a_config.ipynb #7c8a2c6c
-import dataclasses, difflib, json, math, os, tempfile
+# %% ../nbs/01a_config.ipynb #5eee9650
+import dataclasses, difflib, inspect, json, math, os, tempfile
 from pathlib import Path
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 from transformers import PreTrainedConfig
@@ -65,7 +66,7 @@ def config_fields(cls) -> set[str]:
     "Names a config class accepts: its dataclass fields and the registered variants' fields."
     return {f.name for f in dataclasses.fields(cls)} | set(variant_fields())
 
-# %% ../nbs/01a_config.ipynb #3665e7ff
+# %% ../nbs/01a_config.ipynb #dab5192a
 class SharedSpaceConfig(PreTrainedConfig):
     "Dimensions of a shared-subspace transformer (fields: the table above, plus the chosen variant's own)."
     model_type = "shared_space"
@@ -136,6 +137,10 @@ class SharedSpaceConfig(PreTrainedConfig):
                                  f"not use it (a field of {owners}); remove it or change attention_type")
         for u in sorted(used): ATTENTION[u].check_config(self)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = own_signature(cls)
+
     def replace(self, **changes) -> "SharedSpaceConfig":
         "A new, validated config with `changes` applied (variant fields included, unlike `dataclasses.replace`)."
         return type(self).from_dict({**self.to_dict(), **changes})
@@ -153,6 +158,16 @@ class SharedSpaceConfig(PreTrainedConfig):
     def layer_attention_type(self, layer_idx: int) -> str:
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
+
+# %% ../nbs/01a_config.ipynb #5c2de4a1
+def own_signature(cls) -> inspect.Signature:
+    "The fields `cls` adds to HF's `PreTrainedConfig`, keyword-only, then `**kwargs` for HF's own."
+    hf = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+    own = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+           for f in dataclasses.fields(cls) if f.name not in hf]
+    return inspect.Signature(own + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+
+SharedSpaceConfig.__signature__ = own_signature(SharedSpaceConfig)
 
 # %% ../nbs/01a_config.ipynb #57f875bb
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

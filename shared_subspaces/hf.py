@@ -6,7 +6,8 @@
 __all__ = ['from_hf', 'DeepseekV3OConfig', 'DeepseekV3OForCausalLM', 'svd_output_subspace', 'output_rank_error',
            'shared_output_twins', 'to_output_subspace']
 
-# %% ../nbs/03b_hf.ipynb #cd50f573
+# %% ../nbs/03b_hf.ipynb #03e07df8
+from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
 from .config import ATTENTION, check_positive, check_choice

@@ -6,8 +6,8 @@
 __all__ = ['PRECISIONS', 'TrainConfig', 'SafeTrainer', 'MetricsFile', 'SaveEvery', 'StopOnSignal', 'Interrupted', 'FolderBusy',
            'run_folder', 'training_args', 'run_trainer']
 
-# %% ../nbs/05b_trainer.ipynb #d5b00003
-import dataclasses, json, math, os, signal, socket, sys, threading, time
+# %% ../nbs/05b_trainer.ipynb #04dae8a1
+import dataclasses, inspect, json, math, os, signal, socket, sys, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .config import unknown_keys, check_choice, check_positive, check_number
 from .data import CORPORA
 
-# %% ../nbs/05b_trainer.ipynb #0d901a82
+# %% ../nbs/05b_trainer.ipynb #bc5342e4
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
@@ -44,6 +44,7 @@ class TrainConfig:
     method: str = "head"               # fine-tuning: "head", or "label_words" (decoders)
     report_to: str = "auto"            # "auto": wandb when importable (offline unless a key is set), else none
     resume: bool = False
+    group_by_length: bool = False      # batches of similar lengths (less padding; fine-tuning on sentences)
 
     def __post_init__(self):
         if isinstance(self.output_dir, Path): self.output_dir = str(self.output_dir)
@@ -68,7 +69,7 @@ class TrainConfig:
         try: return cls(**d)
         except ValueError as e: raise ValueError(f"{where}: {e}") from None
 
-# %% ../nbs/05b_trainer.ipynb #caab5a0b
+# %% ../nbs/05b_trainer.ipynb #146147f4
 class SafeTrainer(Trainer):
     "HF Trainer that refuses to continue on a non-finite loss."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -150,6 +151,12 @@ def _report_to(choice):
 
 def _interactive() -> bool: return sys.stderr.isatty() or "ipykernel" in sys.modules
 
+def _length_grouped() -> dict:
+    "The length-grouped sampler, under this transformers version's name for it (5.24: `train_sampling_strategy`)."
+    if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
 def training_args(cfg: TrainConfig, has_eval: bool, **kw) -> TrainingArguments:
     "HF `TrainingArguments` from our settings."
     cuda = torch.cuda.is_available()
@@ -163,7 +170,8 @@ def training_args(cfg: TrainConfig, has_eval: bool, **kw) -> TrainingArguments:
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or None, save_total_limit=3,
         logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed, bf16=prec == "bf16", fp16=prec == "fp16",
         torch_compile=cfg.compile, report_to=_report_to(cfg.report_to), disable_tqdm=not _interactive(),
-        dataloader_num_workers=0, remove_unused_columns=False, use_cpu=not cuda, **kw)
+        dataloader_num_workers=0, remove_unused_columns=False, use_cpu=not cuda, optim="adamw_torch_fused",
+        **(_length_grouped() if cfg.group_by_length else {}), **kw)   # fused AdamW: 8x faster than foreach over a 30k x 256 embedding on CPU
 
 def run_trainer(trainer: Trainer, cfg: TrainConfig):
     """Train (resuming from the last checkpoint if asked). Checkpoints every `save_minutes`; SIGTERM or Ctrl-C saves
