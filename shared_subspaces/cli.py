@@ -69,7 +69,7 @@ def predict_file(model_dir, path, out=None, batch_size: int = 64) -> dict:
     df.to_csv(out, sep="\t", index=False)
     return {**res, "predictions": str(out)}
 
-# %% ../nbs/05f_cli.ipynb #6d3f6af2
+# %% ../nbs/05f_cli.ipynb #e81ce264
 def _sets(pairs, where: str = "--set") -> dict:
     "`key=value` pairs (values parsed as JSON where they are JSON) as a dict; only `TrainConfig` keys."
     out = {}
@@ -99,9 +99,10 @@ def parser() -> argparse.ArgumentParser:
     s = add("eval", "lm-eval a causal LM folder (default: local WikiText-2 perplexity)")
     s.add_argument("model_dir"); s.add_argument("--tasks", nargs="*", default=["wikitext2_local"])
     s.add_argument("--limit", type=int, default=None)
-    s = add("compare", "pre-train + fine-tune configs over seeds and print the results table")
-    s.add_argument("configs", nargs="*", default=sorted(map(str, Path("configs/encoder").glob("*.json"))))
-    s.add_argument("--seeds", nargs="*", type=int, default=[0, 1]); s.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    s = add("compare", "train configs over seeds; print the results table with paired statistics")
+    s.add_argument("configs", nargs="*", help="config files (default: the preset's, e.g. configs/cpu/*.json)")
+    s.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2]); s.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    s.add_argument("--baseline", help="config the others are compared with (default: the first MHA config)")
     s.add_argument("--out", default="runs/compare")
     s.add_argument("--pretrain", nargs="*", metavar="KEY=VALUE", help="pre-training overrides")
     s.add_argument("--finetune", nargs="*", metavar="KEY=VALUE", help="fine-tuning overrides")
@@ -128,10 +129,12 @@ def run(a):
         print(json.dumps(lm_eval_run(model, AutoTokenizer.from_pretrained(d), a.tasks, a.limit), indent=1))
     else:
         t0 = time.perf_counter()
-        table = compare(a.configs, a.seeds, a.preset, a.out, _sets(a.pretrain, "--pretrain"), _sets(a.finetune, "--finetune"))
-        print(f"\nresults ({len(a.seeds)} seeds, preset {a.preset}, {time.perf_counter() - t0:.0f} s; every run in {a.out}/runs.csv, "
-              f"plots in {a.out}/compare.png):\n")
-        print(to_markdown(table))
+        configs = a.configs or sorted(map(str, Path().glob(PRESETS[a.preset]["configs"])))
+        if not configs: raise ValueError(f"no config files given, and none match {PRESETS[a.preset]['configs']} here")
+        compare(configs, a.seeds, a.preset, a.out, _sets(a.pretrain, "--pretrain"), _sets(a.finetune, "--finetune"),
+                baseline=a.baseline)
+        print(f"\nresults ({time.perf_counter() - t0:.0f} s; every run in {a.out}/runs.csv, plots in {a.out}/compare.png):\n")
+        print(Path(a.out, "results.md").read_text())
 
 USER_ERRORS = (ValueError, OSError, ImportError, FolderBusy)   # bad files, fields, folders, values; missing extras
 

@@ -146,7 +146,7 @@ def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, m
         (d / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
-# %% ../nbs/05c_train.ipynb #e1fc0608
+# %% ../nbs/05c_train.ipynb #4892b55e
 LABELS = ("negative", "positive")
 PROMPT = "Review: {}\nSentiment:"
 CLASSIFIER_FILE = "ssub_classifier.json"   # beside the weights: the prompt a sentence is wrapped in
@@ -204,15 +204,19 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
                               data_collator=DataCollatorWithPadding(tokenizer),
                               compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
                               callbacks=[MetricsFile(d / "metrics.jsonl")])
-        run_trainer(trainer, cfg)
-        pred = trainer.predict(dev, metric_key_prefix="eval")               # dev metrics and logits in one pass
+        res = run_trainer(trainer, cfg)
+        pred = trainer.predict(dev, metric_key_prefix="eval")               # dev loss and accuracy
         trainer.log(pred.metrics)
-        probs = torch.softmax(torch.as_tensor(pred.predictions).float(), -1).numpy()
+        clf = (model.to_classifier() if cfg.method == "label_words" else model).eval()
+        # each dev sentence's prediction, in dev order (the Trainer's evaluation order follows its sampler)
+        probs = classify((clf, tokenizer, prompt), dev_text["sentence"], cfg.batch_size)
         pd.DataFrame({"sentence": dev_text["sentence"], "label": dev_text["label"], "prediction": probs.argmax(-1),
                       "p_positive": probs[:, 1].round(6)}).to_csv(d / "dev_predictions.tsv", sep="\t", index=False)
-        out = {"sst2_accuracy": pred.metrics["eval_accuracy"], "sst2_eval_loss": pred.metrics["eval_loss"],
-               "sst2_dev_sentences": len(dev), "sst2_steps": trainer.state.global_step}
-        save_classifier(model.to_classifier() if cfg.method == "label_words" else model, tokenizer, d / "final", prompt)
+        out = {"sst2_accuracy": float((probs.argmax(-1) == np.array(dev_text["label"])).mean()),
+               "sst2_eval_loss": pred.metrics["eval_loss"],
+               "sst2_dev_sentences": len(dev), "sst2_steps": trainer.state.global_step,
+               "sst2_tokens_per_s": res.metrics["train_samples_per_second"] * np.mean([len(i) for i in train["input_ids"]])}
+        save_classifier(clf, tokenizer, d / "final", prompt)
         (d / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
