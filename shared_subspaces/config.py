@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EXAMPLES', 'check_choice', 'check_number',
-           'check_positive', 'check_bool', 'register_attention', 'variant_fields', 'config_fields', 'SharedSpaceConfig',
-           'own_signature', 'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'tiny_config',
+           'check_positive', 'check_bool', 'register_attention', 'variant_fields', 'config_fields', 'own_signature',
+           'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'tiny_config',
            'variant_examples']
 
 # %% ../nbs/01a_config.ipynb #5eee9650
@@ -66,7 +66,15 @@ def config_fields(cls) -> set[str]:
     "Names a config class accepts: its dataclass fields and the registered variants' fields."
     return {f.name for f in dataclasses.fields(cls)} | set(variant_fields())
 
-# %% ../nbs/01a_config.ipynb #dab5192a
+# %% ../nbs/01a_config.ipynb #8a198efd
+def own_signature(cls) -> inspect.Signature:
+    "The fields `cls` adds to HF's `PreTrainedConfig`, keyword-only, then `**kwargs` for HF's own."
+    hf = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+    own = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+           for f in dataclasses.fields(cls) if f.name not in hf]
+    return inspect.Signature(own + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+
+# %% ../nbs/01a_config.ipynb #569570f0
 class SharedSpaceConfig(PreTrainedConfig):
     "Dimensions of a shared-subspace transformer (fields: the table above, plus the chosen variant's own)."
     model_type = "shared_space"
@@ -158,14 +166,6 @@ class SharedSpaceConfig(PreTrainedConfig):
     def layer_attention_type(self, layer_idx: int) -> str:
         "The variant of layer `layer_idx` (the first `num_dense_layers` are MHA)."
         return "mha" if layer_idx < self.num_dense_layers else self.attention_type
-
-# %% ../nbs/01a_config.ipynb #5c2de4a1
-def own_signature(cls) -> inspect.Signature:
-    "The fields `cls` adds to HF's `PreTrainedConfig`, keyword-only, then `**kwargs` for HF's own."
-    hf = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-    own = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-           for f in dataclasses.fields(cls) if f.name not in hf]
-    return inspect.Signature(own + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
 
 SharedSpaceConfig.__signature__ = own_signature(SharedSpaceConfig)
 
