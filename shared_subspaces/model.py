@@ -7,7 +7,7 @@ __all__ = ['CACHE_FIELD', 'Block', 'SharedSpacePreTrainedModel', 'SharedSpaceMod
            'attention_options', 'attention_params', 'output_params', 'ffn_params', 'embedding_params', 'param_counts',
            'flops_per_token', 'kv_cache_per_token', 'variants_table']
 
-# %% ../nbs/01e_model.ipynb #56327802
+# %% ../nbs/01e_model.ipynb #1fea117e
 import dataclasses
 from contextlib import contextmanager
 import pandas as pd
@@ -17,10 +17,10 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from .config import SharedSpaceConfig, ATTENTION, ATTN_BACKENDS, check_choice
 from .layers import RMSNorm, SwiGLU, VocabEmbedding, make_mask, check_backend
-from .attention import Attention, HeadsOut, OutputSubspace, make_attention
+from .attention import HeadsOut, OutputSubspace, make_attention
 from .rope import RotaryEmbedding
 
-# %% ../nbs/01e_model.ipynb #7e54a17b
+# %% ../nbs/01e_model.ipynb #46abcb41
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -96,7 +96,7 @@ def attention_options(model: nn.Module, backend: str | None = None, absorb: bool
     """Inside the block, `model`'s attention modules use kernel `backend` and/or absorbed decoding `absorb`
     (where a variant has it); the previous choices come back after. The config is never touched."""
     if backend is not None: check_choice("backend", backend, ATTN_BACKENDS); check_backend(backend)
-    mods = [m for m in model.modules() if isinstance(m, Attention)]
+    mods = [m for m in model.modules() if hasattr(m, "backend") and hasattr(m, "absorb")]   # the attention modules
     old = [(m.backend, m.absorb) for m in mods]
     for m in mods:
         if backend is not None: m.backend = backend
