@@ -146,7 +146,7 @@ def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, m
         (d / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
-# %% ../nbs/05c_train.ipynb #4892b55e
+# %% ../nbs/05c_train.ipynb #e92fffec
 LABELS = ("negative", "positive")
 PROMPT = "Review: {}\nSentiment:"
 CLASSIFIER_FILE = "ssub_classifier.json"   # beside the weights: the prompt a sentence is wrapped in
@@ -205,15 +205,15 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
                               compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
                               callbacks=[MetricsFile(d / "metrics.jsonl")])
         res = run_trainer(trainer, cfg)
-        pred = trainer.predict(dev, metric_key_prefix="eval")               # dev loss and accuracy
-        trainer.log(pred.metrics)
         clf = (model.to_classifier() if cfg.method == "label_words" else model).eval()
-        # each dev sentence's prediction, in dev order (the Trainer's evaluation order follows its sampler)
+        # one pass over dev, in dev order (the Trainer's evaluation loader follows its sampler, length-grouped or not)
         probs = classify((clf, tokenizer, prompt), dev_text["sentence"], cfg.batch_size)
+        labels = np.array(dev_text["label"])
+        acc, loss = float((probs.argmax(-1) == labels).mean()), float(-np.log(probs[np.arange(len(labels)), labels]).mean())
+        trainer.log({"eval_loss": loss, "eval_accuracy": acc})
         pd.DataFrame({"sentence": dev_text["sentence"], "label": dev_text["label"], "prediction": probs.argmax(-1),
                       "p_positive": probs[:, 1].round(6)}).to_csv(d / "dev_predictions.tsv", sep="\t", index=False)
-        out = {"sst2_accuracy": float((probs.argmax(-1) == np.array(dev_text["label"])).mean()),
-               "sst2_eval_loss": pred.metrics["eval_loss"],
+        out = {"sst2_accuracy": acc, "sst2_eval_loss": loss,
                "sst2_dev_sentences": len(dev), "sst2_steps": trainer.state.global_step,
                "sst2_tokens_per_s": res.metrics["train_samples_per_second"] * np.mean([len(i) for i in train["input_ids"]])}
         save_classifier(clf, tokenizer, d / "final", prompt)
