@@ -146,7 +146,7 @@ def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, m
         (d / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
-# %% ../nbs/05c_train.ipynb #e92fffec
+# %% ../nbs/05c_train.ipynb #904cc7b7
 LABELS = ("negative", "positive")
 PROMPT = "Review: {}\nSentiment:"
 CLASSIFIER_FILE = "ssub_classifier.json"   # beside the weights: the prompt a sentence is wrapped in
@@ -209,7 +209,7 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
         # one pass over dev, in dev order (the Trainer's evaluation loader follows its sampler, length-grouped or not)
         probs = classify((clf, tokenizer, prompt), dev_text["sentence"], cfg.batch_size)
         labels = np.array(dev_text["label"])
-        acc, loss = float((probs.argmax(-1) == labels).mean()), float(-np.log(probs[np.arange(len(labels)), labels]).mean())
+        acc, loss = float((probs.argmax(-1) == labels).mean()), float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30)).mean())
         trainer.log({"eval_loss": loss, "eval_accuracy": acc})
         pd.DataFrame({"sentence": dev_text["sentence"], "label": dev_text["label"], "prediction": probs.argmax(-1),
                       "p_positive": probs[:, 1].round(6)}).to_csv(d / "dev_predictions.tsv", sep="\t", index=False)
