@@ -13,8 +13,8 @@ from .config import SharedSpaceConfig, ATTENTION, register_attention, check_choi
 from .layers import RMSNorm, attend, check_backend
 from .rope import RotaryEmbedding, apply_rope, yarn_softmax_scale
 
-# %% ../nbs/01c_attention.ipynb #28e6f488
-O_VARIANTS = ("plain", "norm", "head_norm")
+# %% ../nbs/01c_attention.ipynb #fcfb38b7
+O_VARIANTS = ("plain", "norm", "head_norm", "woabnorm", "woabnorm_shared")
 
 def fold_heads(owner: nn.Module, W, W_UV):
     "`W` `[N, H*Dh]` times each head's `W_UV,i` `[Dh, C]` -> `[N, H*C]`; cached on `owner` until a weight changes."
@@ -38,8 +38,8 @@ class HeadsOut(nn.Linear):
         return o.flatten(2) @ fold_heads(self, self.weight, W_UV).T
 
 class OutputSubspace(nn.Module):
-    """Heads -> one shared output latent -> hidden: `o_b(norm(o_a(head_norm(o))))`, so W^O_i = W_OB W_OA,i.
-    Takes the concatenated head outputs `[B, T, H*Dh]`, like `HeadsOut`."""
+    """Heads -> one shared output latent -> hidden, so W^O_i = W_OB W_OA,i, with a norm placed by `variant` (the
+    table above). Takes the concatenated head outputs `[B, T, H*Dh]`, like `HeadsOut`."""
     def __init__(self, heads: int, head_dim: int, o_latent_dim: int, hidden: int, variant: str = "plain",
                  eps: float = 1e-6):
         super().__init__()
@@ -48,26 +48,40 @@ class OutputSubspace(nn.Module):
         self.head_norm = RMSNorm((heads, head_dim), eps) if variant == "head_norm" else None
         self.o_a_proj = nn.Linear(heads * head_dim, o_latent_dim, bias=False)    # = sum_i W_OA,i o_i
         self.o_norm = RMSNorm(o_latent_dim, eps) if variant == "norm" else None
+        gains = {"woabnorm": (heads, o_latent_dim), "woabnorm_shared": o_latent_dim}.get(variant)
+        self.lat_norm = RMSNorm(gains, eps) if gains else None                    # on each head's latent W_OA,i o_i
         self.o_b_proj = nn.Linear(o_latent_dim, hidden, bias=False)
 
     @staticmethod
-    def count(heads_dim: int, hidden: int, o_latent_dim: int, variant: str = "plain") -> tuple[int, int]:
-        norms = {"plain": 0, "norm": o_latent_dim, "head_norm": heads_dim}[variant]
+    def count(heads_dim: int, hidden: int, o_latent_dim: int, variant: str = "plain", heads: int | None = None
+              ) -> tuple[int, int]:
+        if variant == "woabnorm" and heads is None: raise ValueError("OutputSubspace.count: variant 'woabnorm' needs heads")
+        norms = {"plain": 0, "norm": o_latent_dim, "head_norm": heads_dim, "woabnorm": (heads or 0) * o_latent_dim,
+                 "woabnorm_shared": o_latent_dim}[variant]
         return heads_dim * o_latent_dim + o_latent_dim * hidden + norms, norms
 
+    def _from_head_latents(self, o, W):
+        "o `[B, T, H, X]`, W `[o_latent, H*X]` -> `o_b((1/sqrt H) sum_i lat_norm(W_i o_i))`."
+        z = torch.einsum("bthx,ohx->btho", o, W.view(W.shape[0], self.H, -1))     # each head's latent, [B, T, H, o]
+        return self.o_b_proj(self.lat_norm(z).sum(-2) / self.H ** 0.5)
+
     def forward(self, o):
+        if self.lat_norm is not None: return self._from_head_latents(o.unflatten(-1, (self.H, -1)), self.o_a_proj.weight)
         if self.head_norm is not None: o = self.head_norm(o.unflatten(-1, (self.H, -1))).flatten(-2)
         z = self.o_a_proj(o)                                                    # [B, T, o_latent]
         if self.o_norm is not None: z = self.o_norm(z)
         return self.o_b_proj(z)
 
     def absorb(self, o, W_UV):
-        "o `[B, T, H, C]`, W_UV `[H, Dh, C]` -> `[B, T, D]`; `head_norm` needs each o_i, so it up-projects first."
+        """o `[B, T, H, C]`, W_UV `[H, Dh, C]` -> `[B, T, D]`. Each head's latent is W_OA,i W_UV,i o_i, so the
+        `woabnorm` variants absorb too; `head_norm` needs each o_i itself, so it up-projects first."""
         if self.head_norm is not None: return self(torch.einsum("bthc,hdc->bthd", o, W_UV).flatten(2))
-        z = o.flatten(2) @ fold_heads(self, self.o_a_proj.weight, W_UV).T           # W_OA,i W_UV,i: [o, H*C]
+        W = fold_heads(self, self.o_a_proj.weight, W_UV)                            # W_OA,i W_UV,i: [o, H*C]
+        if self.lat_norm is not None: return self._from_head_latents(o, W)
+        z = o.flatten(2) @ W.T
         return self.o_b_proj(z if self.o_norm is None else self.o_norm(z))
 
-# %% ../nbs/01c_attention.ipynb #7787231e
+# %% ../nbs/01c_attention.ipynb #4fce1079
 class Attention(nn.Module):
     "Base of the variants: subclasses make `q, k, v` in `qkv(x, rope, cache)` (RoPE applied, cache updated)."
     fields: dict = {}        # config fields the variant adds: name -> default
@@ -155,7 +169,8 @@ class SharedOutput:
 
     @classmethod
     def output_count(cls, cfg):
-        return OutputSubspace.count(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, cfg.o_latent_dim, cfg.o_variant)
+        return OutputSubspace.count(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, cfg.o_latent_dim, cfg.o_variant,
+                                    cfg.num_attention_heads)
 
     @classmethod
     def make_output(cls, cfg):

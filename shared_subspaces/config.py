@@ -8,10 +8,11 @@ __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EX
            'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'tiny_config',
            'variant_examples']
 
-# %% ../nbs/01a_config.ipynb #5eee9650
+# %% ../nbs/01a_config.ipynb #fdbbf226
 import dataclasses, difflib, inspect, json, math, os, tempfile
 from pathlib import Path
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
 from .rope import check_rope_dims
 
@@ -42,7 +43,7 @@ def check_positive(name: str, value, optional: bool = False):
 def check_bool(name: str, value):
     if not isinstance(value, bool): raise ValueError(f"{name} must be true or false, got {value!r}")
 
-# %% ../nbs/01a_config.ipynb #6bd447e7
+# %% ../nbs/01a_config.ipynb #722d4af5
 ATTENTION: dict[str, type] = {}
 
 def register_attention(name: str):
@@ -63,8 +64,9 @@ def variant_fields() -> dict:
     return {f: d for cls in ATTENTION.values() for f, d in cls.fields.items()}
 
 def config_fields(cls) -> set[str]:
-    "Names a config class accepts: its dataclass fields and the registered variants' fields."
-    return {f.name for f in dataclasses.fields(cls)} | set(variant_fields())
+    "Names a config class accepts: its dataclass fields, and for our configs the registered variants' fields."
+    own = {f.name for f in dataclasses.fields(cls)}
+    return own | set(variant_fields()) if issubclass(cls, SharedSpaceConfig) else own
 
 # %% ../nbs/01a_config.ipynb #8a198efd
 def own_signature(cls) -> inspect.Signature:
@@ -74,7 +76,7 @@ def own_signature(cls) -> inspect.Signature:
            for f in dataclasses.fields(cls) if f.name not in hf]
     return inspect.Signature(own + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
 
-# %% ../nbs/01a_config.ipynb #569570f0
+# %% ../nbs/01a_config.ipynb #9edbb96a
 class SharedSpaceConfig(PreTrainedConfig):
     "Dimensions of a shared-subspace transformer (fields: the table above, plus the chosen variant's own)."
     model_type = "shared_space"
@@ -100,6 +102,8 @@ class SharedSpaceConfig(PreTrainedConfig):
     attention_dropout: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    ffn_bias: bool = False
+    final_norm: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)     # HF keeps unknown keywords as attributes: the variants' fields arrive so
@@ -122,7 +126,7 @@ class SharedSpaceConfig(PreTrainedConfig):
         check_number("rms_norm_eps", self.rms_norm_eps, 0, lo_open=True)
         check_number("initializer_range", self.initializer_range, 0, lo_open=True)
         for f in ("hidden_dropout", "attention_dropout"): check_number(f, getattr(self, f), 0, 1, hi_open=True)
-        for f in ("rope_interleave", "tie_word_embeddings"): check_bool(f, getattr(self, f))
+        for f in ("rope_interleave", "tie_word_embeddings", "ffn_bias", "final_norm"): check_bool(f, getattr(self, f))
         check_choice("attention_type", self.attention_type, tuple(ATTENTION))
         check_choice("rope_mode", self.rope_mode, ROPE_MODES)
         check_choice("attn_backend", self.attn_backend, ATTN_BACKENDS)
@@ -169,9 +173,9 @@ class SharedSpaceConfig(PreTrainedConfig):
 
 SharedSpaceConfig.__signature__ = own_signature(SharedSpaceConfig)
 
-# %% ../nbs/01a_config.ipynb #57f875bb
+# %% ../nbs/01a_config.ipynb #dd1c1683
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "attention_type", "max_position_embeddings")
+                 "attention_type", "max_position_embeddings")   # a config class may name its own in `required_keys`
 
 def read_json(path) -> dict:
     "A JSON object from a file; a missing file or malformed JSON is an error naming the file (and line and column)."
@@ -192,8 +196,8 @@ def unknown_keys(d, allowed, where: str, shown=None):
     raise ValueError(f"{where}: unknown key(s) {unknown} " + (f"({hint})" if hint else f"(allowed: {sorted(shown or allowed)})"))
 
 def load_config(path_or_dict, cls=None, section: str = "model", src: str | None = None):
-    """Build `cls` (default `SharedSpaceConfig`) from a JSON file (or dict) section, refusing unknown or missing keys;
-    errors name `src` (default: the file)."""
+    """Build `cls` (default `SharedSpaceConfig`, or any HF config class) from a JSON file (or dict) section, refusing
+    unknown or missing keys; errors name `src` (default: the file)."""
     cls = cls or SharedSpaceConfig
     d = path_or_dict if isinstance(path_or_dict, dict) else read_json(path_or_dict)
     src = src or ("config" if isinstance(path_or_dict, dict) else str(path_or_dict))
@@ -201,10 +205,10 @@ def load_config(path_or_dict, cls=None, section: str = "model", src: str | None 
     d = d[section]
     ours = config_fields(cls) - {f.name for f in dataclasses.fields(PreTrainedConfig)}
     unknown_keys(d, config_fields(cls), f"{src}: {section}", ours)
-    missing = [k for k in REQUIRED_KEYS if k not in d]
+    missing = [k for k in getattr(cls, "required_keys", REQUIRED_KEYS) if k not in d]
     if missing: raise ValueError(f"{src}: {section}: missing required key(s) {missing}")
     try: return cls(**d)
-    except ValueError as e: raise ValueError(f"{src}: {section}: {e}") from None
+    except (ValueError, StrictDataclassError) as e: raise ValueError(f"{src}: {section}: {e}") from None
 
 def atomic_write(path: Path, write):
     "Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`: never a half-written file."

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from .config import SharedSpaceConfig
 
-# %% ../nbs/01b_layers.ipynb #26b804d3
+# %% ../nbs/01b_layers.ipynb #8a42d4d3
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -29,9 +29,10 @@ class SwiGLU(nn.Module):
         super().__init__()
         D, Fi, r = cfg.hidden_size, cfg.intermediate_size, cfg.ffn_rank
         self.in_proj = nn.Linear(D, r, bias=False) if r else None      # shared input subspace
-        self.gate_up_proj = nn.Linear(r or D, 2 * Fi, bias=False)       # [gate | up], one matmul
-        self.down_proj = nn.Linear(Fi, r or D, bias=False)
-        self.out_proj = nn.Linear(r, D, bias=False) if r else None      # shared output subspace
+        b = cfg.ffn_bias
+        self.gate_up_proj = nn.Linear(r or D, 2 * Fi, bias=b)           # [gate | up], one matmul
+        self.down_proj = nn.Linear(Fi, r or D, bias=b and not r)
+        self.out_proj = nn.Linear(r, D, bias=b) if r else None          # shared output subspace
 
     def forward(self, x):
         if self.in_proj is not None: x = self.in_proj(x)

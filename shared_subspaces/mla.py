@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MLA', 'MLAO']
 
-# %% ../nbs/01d_mla.ipynb #7e680e37
+# %% ../nbs/01d_mla.ipynb #706e29a9
 import torch
 from torch import nn
 from .config import register_attention, check_positive
 from .layers import RMSNorm, attend
-from .attention import Attention, SharedOutput, heads
+from .attention import Attention, SharedOutput, heads, O_VARIANTS
 from .rope import apply_rope
 
 # %% ../nbs/01d_mla.ipynb #fdd737e4
@@ -99,10 +99,10 @@ class MLA(Attention):
         o = attend(q.transpose(1, 2), ckr, ckr[..., :c.shape[-1]], mask, False, self.scale, backend).transpose(1, 2)
         return self.o_proj.absorb(o, W_UV)                                      # o [B, 1, H, C]
 
-# %% ../nbs/01d_mla.ipynb #dac144bd
+# %% ../nbs/01d_mla.ipynb #73f68891
 @register_attention("mla_o")
 class MLAO(SharedOutput, MLA):
     "MLA with a shared output latent (`OutputSubspace`) in place of the per-head output projection."
     examples = {"mla_o": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24),
                 **{f"mla_o_{v}": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24, o_variant=v)
-                   for v in ("norm", "head_norm")}}
+                   for v in O_VARIANTS if v != "plain"}}

@@ -20,7 +20,7 @@ from .layers import RMSNorm, SwiGLU, VocabEmbedding, make_mask, check_backend
 from .attention import HeadsOut, OutputSubspace, make_attention
 from .rope import RotaryEmbedding
 
-# %% ../nbs/01e_model.ipynb #46abcb41
+# %% ../nbs/01e_model.ipynb #2d43fdd9
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -43,7 +43,7 @@ class SharedSpacePreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
 
 class SharedSpaceModel(SharedSpacePreTrainedModel):
-    "Embeddings -> blocks -> final RMSNorm. Bidirectional unless `causal` (the decoder's default); caches in an HF `Cache`."
+    "Embeddings -> blocks -> final RMSNorm (unless `final_norm=False`). Bidirectional unless `causal` (the decoder's default); caches in an HF `Cache`."
     causal = False
 
     def __init__(self, config: SharedSpaceConfig):
@@ -52,7 +52,7 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         self.rope = RotaryEmbedding(config.rope_dims, config.rope_theta, config.rope_scaling_dict,
                                     config.max_position_embeddings)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps) if config.final_norm else nn.Identity()
         self.post_init()
 
     def get_input_embeddings(self): return self.embed.embed
@@ -105,19 +105,21 @@ def attention_options(model: nn.Module, backend: str | None = None, absorb: bool
     finally:
         for m, (b, a) in zip(mods, old): m.backend, m.absorb = b, a
 
-# %% ../nbs/01e_model.ipynb #18a58482
+# %% ../nbs/01e_model.ipynb #92d07370
 def attention_params(cfg: SharedSpaceConfig, layer_idx: int = -1) -> int:
     "Parameters of one attention layer (`layer_idx` < `num_dense_layers` is MHA), as its variant counts them."
     return ATTENTION[cfg.layer_attention_type(layer_idx % cfg.num_hidden_layers)].params(cfg)
 
-def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain") -> int:
-    "Weights of an output projection: per head `heads_dim x hidden`, or through a shared latent."
+def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain",
+                  heads: int | None = None) -> int:
+    "Weights of an output projection: per head `heads_dim x hidden`, or through a shared latent (`woabnorm`: give `heads`)."
     if o_latent_dim is None: return HeadsOut.count(heads_dim, hidden)[0]
-    return OutputSubspace.count(heads_dim, hidden, o_latent_dim, o_variant)[0]
+    return OutputSubspace.count(heads_dim, hidden, o_latent_dim, o_variant, heads)[0]
 
-def ffn_params(cfg: SharedSpaceConfig) -> int:
+def ffn_params(cfg: SharedSpaceConfig, bias: bool = True) -> int:
+    "Parameters of one SwiGLU (`bias=False`: its weight matrices only)."
     D, Fi, r = cfg.hidden_size, cfg.intermediate_size, cfg.ffn_rank
-    return 3 * D * Fi if r is None else 2 * D * r + 3 * Fi * r
+    return (3 * D * Fi if r is None else 2 * D * r + 3 * Fi * r) + (2 * Fi + D if bias and cfg.ffn_bias else 0)
 
 def embedding_params(cfg: SharedSpaceConfig) -> int:
     r = cfg.vocab_rank
@@ -127,7 +129,7 @@ def param_counts(cfg: SharedSpaceConfig) -> dict:
     "Parameters of the trunk by part (heads on top are the encoder's/decoder's to add)."
     L, D = cfg.num_hidden_layers, cfg.hidden_size
     c = dict(embedding=embedding_params(cfg), attention=sum(attention_params(cfg, i) for i in range(L)),
-             ffn=L * ffn_params(cfg), norms=2 * L * D + D)
+             ffn=L * ffn_params(cfg), norms=2 * L * D + (D if cfg.final_norm else 0))
     return {**c, "total": sum(c.values())}
 
 def _layer_variants(cfg): return [ATTENTION[cfg.layer_attention_type(i)] for i in range(cfg.num_hidden_layers)]
@@ -136,7 +138,7 @@ def flops_per_token(cfg: SharedSpaceConfig, seq_len: int, causal: bool = False, 
     "Forward FLOPs per token (2 per multiply-add): each layer's attention as its variant counts it, FFN, tied LM head."
     ctx = (seq_len + 1) / 2 if causal else seq_len                       # mean keys seen per query
     attn = sum(v.flops_per_token(cfg, ctx) for v in _layer_variants(cfg))
-    return int(attn + 2 * cfg.num_hidden_layers * ffn_params(cfg) + (2 * embedding_params(cfg) if lm_head else 0))
+    return int(attn + 2 * cfg.num_hidden_layers * ffn_params(cfg, bias=False) + (2 * embedding_params(cfg) if lm_head else 0))
 
 def kv_cache_per_token(cfg: SharedSpaceConfig) -> int:
     "Numbers the KV cache holds per token over all layers, as each layer's variant counts them."
