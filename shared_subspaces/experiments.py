@@ -6,7 +6,7 @@
 __all__ = ['PRESETS', 'mean_ci', 'mcnemar_p', 'paired_t_p', 'verdict', 'summarize', 'provenance', 'results_markdown', 'plot_runs',
            'to_markdown', 'sst2_mean_tokens', 'probe_steps_per_s', 'estimate_wall_s', 'compare', 'summary']
 
-# %% ../nbs/05e_experiments.ipynb #a1e4e26c
+# %% ../nbs/05e_experiments.ipynb #fd161622
 import json, os, time
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
-from .config import atomic_write, check_choice
+from .config import SharedSpaceConfig, atomic_write, check_choice
 from .model import param_counts, flops_per_token, kv_cache_per_token
 from .data import load_sst2
 from .train import FAMILIES, load_run_config, run_settings, pretrain, finetune_sst2
@@ -213,13 +213,17 @@ def compare(configs, seeds=(0, 1, 2), preset: str = "cpu", out_dir="runs/compare
     plot_runs(runs, out)
     return table
 
-# %% ../nbs/05e_experiments.ipynb #fd5db396
+# %% ../nbs/05e_experiments.ipynb #5893932a
 def summary(paths) -> pd.DataFrame:
     "Accounting table for config JSON files."
     rows = {}
     for p in map(Path, paths):
-        _, cfg, _ = load_run_config(p)
-        T = cfg.max_position_embeddings
-        rows[p.stem] = {**{k: v / 1e6 for k, v in param_counts(cfg).items()}, "seq": T,
-                        "GFLOP/token": flops_per_token(cfg, T) / 1e9, "kv/token": kv_cache_per_token(cfg)}
-    return pd.DataFrame(rows).T.rename(columns=lambda c: f"{c} (M)" if c in ("embedding", "attention", "ffn", "norms", "total") else c)
+        family, cfg, _ = load_run_config(p)
+        with torch.device("meta"): n = sum(x.numel() for x in FAMILIES[family].lm(cfg).parameters())
+        row = {"params": n, "M": n / 1e6, "M (2^20)": n / 2**20}
+        if isinstance(cfg, SharedSpaceConfig):
+            T = cfg.max_position_embeddings
+            row |= {**{f"{k} (M)": v / 1e6 for k, v in param_counts(cfg).items() if k != "total"}, "seq": T,
+                    "GFLOP/token": flops_per_token(cfg, T) / 1e9, "kv/token": kv_cache_per_token(cfg)}
+        rows[p.stem] = row
+    return pd.DataFrame(rows).T.astype({"params": "int64"})

@@ -26,7 +26,9 @@ from .decoder import (SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM,
 from .data import load_sst2, bert_tokenizer, gpt2_tokenizer, packed, MLMCollator
 from .trainer import TrainConfig, SafeTrainer, MetricsFile, run_folder, training_args, run_trainer
 
-# %% ../nbs/05c_train.ipynb #d5c00006
+# %% ../nbs/05c_train.ipynb #19184e5e
+from .hf import DeepseekV3OConfig, DeepseekV3OForCausalLM, DeepseekV3OForSequenceClassification
+
 @torch.no_grad()
 def mlm_accuracy(model, ds, collator, batch_size=32) -> float:
     "Accuracy of masked-token predictions on `ds` (an `MLMCollator` masks the same positions every time)."
@@ -60,6 +62,8 @@ FAMILIES = {f.name: f for f in (
     Family("encoder", SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM, SharedSpaceEncoderForSequenceClassification,
            bert_tokenizer, _mlm_collator, _mlm_metric, causal=False),
     Family("decoder", SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM, SharedSpaceDecoderForSequenceClassification,
+           gpt2_tokenizer, _clm_collator, _clm_metric, causal=True),
+    Family("deepseek_v3_o", DeepseekV3OConfig, DeepseekV3OForCausalLM, DeepseekV3OForSequenceClassification,
            gpt2_tokenizer, _clm_collator, _clm_metric, causal=True))}
 
 def family_of(x) -> Family:
