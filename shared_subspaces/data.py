@@ -7,7 +7,7 @@ __all__ = ['SST2_SPLITS', 'CORPORA', 'data_dir', 'load_sst2', 'bert_tokenizer', 
            'padding_fraction', 'split_lines', 'per_line', 'batch_padding_fraction', 'packed', 'MLMCollator',
            'train_tokenizer']
 
-# %% ../nbs/05a_data.ipynb #e201343b
+# %% ../nbs/05a_data.ipynb #d5a00003
 import json, os
 from pathlib import Path
 import datasets
@@ -133,7 +133,7 @@ def batch_padding_fraction(lengths, batch_size: int) -> float:
     padded = sum(b.max() * len(b) for b in np.split(l, range(batch_size, len(l), batch_size)) if len(b))
     return float(1 - l.sum() / max(padded, 1))
 
-# %% ../nbs/05a_data.ipynb #6e461e24
+# %% ../nbs/05a_data.ipynb #d5a00006
 _PACKED = {}
 def packed(corpus: str, split: str, tokenizer, block_size: int, packing: bool = True):
     "`pack(load_corpus(corpus, split), ...)`, or `per_line` unless `packing`, computed once per process for each corpus/tokenizer/size."

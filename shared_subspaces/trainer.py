@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .config import unknown_keys, check_choice, check_positive, check_number
 from .data import CORPORA
 
-# %% ../nbs/05b_trainer.ipynb #925765e1
+# %% ../nbs/05b_trainer.ipynb #bc5342e4
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear")
 BEST_METRICS = ("", "loss", "accuracy", "mlm_accuracy")   # "": keep the last model
@@ -92,7 +92,7 @@ class TrainConfig:
         try: return cls(**d)
         except ValueError as e: raise ValueError(f"{where}: {e}") from None
 
-# %% ../nbs/05b_trainer.ipynb #7043729a
+# %% ../nbs/05b_trainer.ipynb #146147f4
 class SafeTrainer(Trainer):
     "HF Trainer that refuses to continue on a non-finite loss."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
