@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from .config import SharedSpaceConfig, atomic_write, check_choice
 from .model import param_counts, flops_per_token, kv_cache_per_token
 from .data import load_sst2
-from .train import FAMILIES, load_run_config, run_settings, pretrain, finetune_sst2
+from .train import FAMILIES, PROTOCOLS, load_run_config, run_settings, pretrain, finetune_sst2, sst2_splits
 
 # %% ../nbs/05e_experiments.ipynb #705de81e
 def mean_ci(x, level: float = 0.95) -> tuple[float, float, float]:
@@ -137,10 +137,15 @@ PRESETS = {
     "cpu": dict(configs="configs/cpu/*.json", pretrain=None,
                 finetune=dict(max_steps=1500, batch_size=32, seq_len=64, lr=1e-3, eval_samples=0, logging_steps=50,
                               warmup_ratio=0.1, group_by_length=True)),
-    "seed": dict(configs="configs/encoder/*.json", pretrain=dict(corpus="wikitext-103", max_steps=50_000, batch_size=256, seq_len=128, lr=5e-4,
-                               eval_steps=2000, eval_samples=2000, save_steps=2000, logging_steps=50),
-                 finetune=dict(max_steps=12_630, batch_size=16, seq_len=128, lr=2e-5, eval_samples=0, eval_steps=1000,
-                               logging_steps=50))}
+    # the seed's encoder protocol, on the seed's encoder configs (train.PROTOCOLS holds it, and the decoder's)
+    "seed": dict(configs="configs/encoder/*.json", **{s: dict(PROTOCOLS["seed_encoder"][s]) for s in ("pretrain", "finetune")})}
+
+def _sst2_steps(fcfg) -> int:
+    "Fine-tuning steps of a run: `max_steps`, or its `epochs` over its SST-2 training sentences."
+    if not fcfg.epochs: return fcfg.max_steps
+    n = len(sst2_splits(fcfg.sst2_split)[0])
+    return fcfg.total_steps(min(n, fcfg.train_samples) if fcfg.train_samples else n)
+
 def sst2_mean_tokens(tokenizer, n: int = 2000) -> float:
     "Mean tokens (special tokens included) of the first `n` SST-2 training sentences: the probe's sequence length."
     return float(np.mean([len(i) for i in tokenizer(load_sst2("train")["sentence"][:n])["input_ids"]]))
@@ -164,8 +169,8 @@ def estimate_wall_s(plans: dict, files: dict, overhead_s: float = 15.0) -> float
         if fam not in length: length[fam] = sst2_mean_tokens(FAMILIES[fam].tokenizer())
         if name not in speed: speed[name] = probe_steps_per_s(FAMILIES[fam], cfg, fcfg.batch_size, round(length[fam]))
         tok_s = speed[name] * fcfg.batch_size * length[fam]
-        pre = pcfg.max_steps * pcfg.batch_size * pcfg.seq_len / tok_s if pcfg else 0
-        total += pre + fcfg.max_steps / speed[name] + overhead_s
+        pre = pcfg.max_steps * pcfg.grad_accum * pcfg.batch_size * pcfg.seq_len / tok_s if pcfg else 0
+        total += pre + _sst2_steps(fcfg) * fcfg.grad_accum / speed[name] + overhead_s
     return total
 
 def compare(configs, seeds=(0, 1, 2), preset: str = "cpu", out_dir="runs/compare", pretrain_overrides=None,
