@@ -342,6 +342,7 @@ class Decoder:
         self.model, self.steps, self.bf16, self.absorb = model, steps, bf16, absorb
         with self.options(): self.cache = synthetic_cache(model, batch, context)
         self.bytes_per_token = cache_bytes(self.cache) / (batch * context)
+        self.dtype = self.cache.layers[0].keys.dtype
         self.nxt, self.peak = torch.zeros(batch, 1, dtype=torch.long, device=DEV), 0
     def options(self):
         ctx = contextlib.ExitStack()
@@ -361,16 +362,20 @@ def decode_models():
     cfg = load_decoder_config(ROOT / "configs/decoder/seed_mla.json")
     return cfg, SharedSpaceDecoderForCausalLM(cfg).to(DEV).eval(), DeepseekV3ForCausalLM(deepseek_like(cfg)).to(DEV).eval()
 
-def sweep_estimate(cfg, a, peak) -> float:
-    """Rough seconds for the sweep: per step and sequence, the token's FLOPs plus, per cached position, expanding the
-    latent and attending (naive, HF) or attending in the latent (absorbed), at half the matmul peak; 10 ms per step."""
+def sweep_estimate(cfg, a, peak, bandwidth=10e9) -> float:
+    """Rough seconds for the sweep. Per step and sequence: the token's FLOPs plus, per cached position, expanding the
+    latent and attending (naive, HF) or attending in the latent (absorbed), at half the matmul peak; copying the cache
+    (DynamicCache appends by concatenation) and, naive, writing and reading the expanded k/v, at `bandwidth` bytes/s;
+    10 ms per step; filling the three caches."""
     L, H, Dh, C, R = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim, cfg.kv_latent_dim, cfg.rope_dims
-    tok = flops_per_token(cfg, 1, causal=True)
-    per_pos = {"naive": 2 * L * (C * 2 * H * Dh + H * (2 * Dh + R)), "absorbed": 4 * L * H * (C + R)}
+    tok, size = flops_per_token(cfg, 1, causal=True), 2 if a.bf16 else 4
+    cache = L * (C + R) * size                                                 # bytes per cached position
+    per_pos = {"naive": (2 * L * (C * 2 * H * Dh + H * (2 * Dh + R)), 2 * cache + 4 * L * H * 2 * Dh * size),
+               "absorbed": (4 * L * H * (C + R), 2 * cache)}
     per_pos["HF"] = per_pos["naive"]
     steps = a.rounds * a.decode_steps + 1
-    return sum(steps * (b * (tok + ctx * f) / (0.5 * peak) + 0.01) for ctx in a.contexts for b in a.batches
-               for f in per_pos.values())
+    return sum(steps * (b * (tok + ctx * f) / (0.5 * peak) + b * ctx * m / bandwidth + 0.01) + 3 * b * ctx * cache / 1e9
+               for ctx in a.contexts for b in a.batches for f, m in per_pos.values())
 
 def decode_sweep(a, peak) -> tuple:
     cfg, ours, hf = decode_models()
@@ -389,19 +394,20 @@ def decode_sweep(a, peak) -> tuple:
                          "absorbed/naive": f"{tps['absorbed'] / tps['naive']:.2f}", "absorbed/HF": f"{tps['absorbed'] / tps['HF']:.2f}",
                          **{f"{k} peak MB": f"{(r.peak + r.bytes_per_token * B * ctx) / 2 ** 20:.0f}" for k, r in runs.items()},
                          "_tps": tps})
-            cache = {"ours MLA": runs["absorbed"].bytes_per_token, "HF DeepseekV3": runs["HF"].bytes_per_token}
+            cache = {"ours MLA": (runs["absorbed"].bytes_per_token, runs["absorbed"].dtype),
+                     "HF DeepseekV3": (runs["HF"].bytes_per_token, runs["HF"].dtype)}
             del runs; gc.collect()
     print(f"  (took {(time.perf_counter() - t0) / 60:.1f} min)")
     return rows, cache
 
-def report_sweep(rows, cache, bf16):
+def report_sweep(rows, cache):
     cols = [c for c in rows[0] if not c.startswith("_")]
     print("Decode tokens/s (batch x steps / s), median (min..max over rounds), seed_mla dims; peak MB: the cache plus "
           "the decode steps' peak growth (RSS on CPU: reused freed memory is not seen):\n" + table(rows, cols))
-    dt = "bf16" if bf16 else "fp32"
-    mha = kv_cache_per_token(load_decoder_config(ROOT / "configs/decoder/seed_mha.json")) * (2 if bf16 else 4)
-    print(f"\n  cache bytes/token ({dt}, measured in the caches): " + ", ".join(f"{k} {v:.0f}" for k, v in cache.items())
-          + f"; ours MHA (seed_mha, closed form) {mha}")
+    dt = cache["ours MLA"][1]
+    mha = kv_cache_per_token(load_decoder_config(ROOT / "configs/decoder/seed_mha.json")) * dt.itemsize
+    print("\n  cache bytes/token (measured in the caches): " + ", ".join(f"{k} {b:.0f} ({str(t).removeprefix('torch.')})" for k, (b, t) in cache.items())
+          + f"; ours MHA (seed_mha, closed form) {mha} ({str(dt).removeprefix('torch.')})")
     for B in dict.fromkeys(r["batch"] for r in rows):
         br = [r for r in rows if r["batch"] == B]
         first = next((r["context"] for r in br if r["_tps"]["absorbed"] > 1.05 * r["_tps"]["naive"]), None)
@@ -446,11 +452,11 @@ def finetune_suite(a, peak) -> list:
                       max_position_embeddings=cfg.max_position_embeddings, num_labels=2)
     tok = bert_tokenizer()
     data = {g: sst2_batches(tok, a.ft_batches, 32, g) for g in (False, True)}
-    pre = mlm_batch(cfg.vocab_size, a.batch, 128, torch.Generator().manual_seed(0))
+    pre, npre = mlm_batch(cfg.vocab_size, a.batch, 128, torch.Generator().manual_seed(0)), max(2, a.ft_batches // 4)
     ours = lambda: SharedSpaceEncoderForSequenceClassification(cfg.replace(num_labels=2))
     hf = lambda: BertForSequenceClassification(bert)
-    runs = {("ours best_mla_o", "pre-training MLM", "fused"): Epoch(Step(SharedSpaceEncoderForMaskedLM(cfg), pre, a.bf16, a.compile, "fused"), [pre] * a.ft_batches),
-            ("HF Bert", "pre-training MLM", "fused"): Epoch(Step(BertForMaskedLM(bert), pre, a.bf16, a.compile, "fused"), [pre] * a.ft_batches)}
+    runs = {("ours best_mla_o", "pre-training MLM", "fused"): Epoch(Step(SharedSpaceEncoderForMaskedLM(cfg), pre, a.bf16, a.compile, "fused"), [pre] * npre),
+            ("HF Bert", "pre-training MLM", "fused"): Epoch(Step(BertForMaskedLM(bert), pre, a.bf16, a.compile, "fused"), [pre] * npre)}
     for name, make, optims in (("ours best_mla_o", ours, OPTIMS), ("HF Bert", hf, ["fused"])):
         for opt in optims:
             for g in (False, True):
@@ -461,7 +467,7 @@ def finetune_suite(a, peak) -> list:
         real = sum(int(b["attention_mask"].sum()) for b in run.batches)
         padded = sum(b["input_ids"].numel() for b in run.batches)
         rows.append({"model": name, "batches": task, "AdamW": opt, "tokens/s": rate(real, sec[name, task, opt]),
-                     "sentences/s": rate(len(run.batches) * run.batches[0]["input_ids"].shape[0], sec[name, task, opt]),
+                     "sentences/s": rate(len(run.batches) * run.batches[0]["input_ids"].shape[0], sec[name, task, opt], 1),
                      "ms/step": f"{sec[name, task, opt][0] / len(run.batches) * 1e3:.0f}", "pad": f"{1 - real / padded:.0%}",
                      "_tps": real / sec[name, task, opt][0]})
     for r in rows:
@@ -473,7 +479,7 @@ def finetune_suite(a, peak) -> list:
 def report_finetune(rows, a):
     cols = ["model", "batches", "AdamW", "ms/step", "tokens/s", "sentences/s", "pad", "of pre-training tokens/s"]
     print(f"Fine-tuning steps on SST-2 train sentences (batch 32, dynamic padding, {a.ft_batches} batches drawn across "
-          f"one epoch; tokens/s counts real tokens) vs pre-training MLM steps (batch {a.batch} x 128; its sentences are 128-token blocks); dropout 0.1; "
+          f"one epoch; tokens/s counts real tokens) vs pre-training MLM steps (batch {a.batch} x 128, {max(2, a.ft_batches // 4)} per round; its sentences are 128-token blocks); dropout 0.1; "
           "a plain loop (no Trainer):\n" + table(rows, cols))
     best = max((r for r in rows if r["model"].startswith("ours") and r["batches"] != "pre-training MLM"), key=lambda r: r["_ratio"])
     print(f"\n  target: ours fine-tuning >= 80% of its pre-training tokens/s: {best['_ratio']:.0%} "
@@ -510,7 +516,8 @@ def main():
     ap.add_argument("--rounds", type=positive, default=5); ap.add_argument("--batch", type=positive, default=16)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast"); ap.add_argument("--compile", action="store_true")
     ap.add_argument("--sdpa", choices=["auto", *SDPA], default="auto",
-                    help="restrict torch SDPA to one kernel (auto: torch picks; on CPU only flash and math exist)")
+                    help="torch SDPA kernel: this one, else math where it cannot run (flash needs equal q/k and v head "
+                         "dims, which decoupled RoPE breaks); auto: torch picks; on CPU only flash and math exist")
     ap.add_argument("--sizes", choices=list(SIZES), nargs="+", default=list(SIZES), help="scale: model sizes")
     ap.add_argument("--scale-batch", type=positive, help="scale: sequences per step at every size (default: per size)")
     ap.add_argument("--plot", help="scale: write the speed-up plot (PNG, PDF, ...) here")
@@ -526,7 +533,7 @@ def main():
     if DEV == "cpu" and a.sdpa not in CPU_SDPA:
         ap.error(f"--sdpa {a.sdpa}: no such kernel on cpu; allowed here: {', '.join(CPU_SDPA)}")
     a.contexts, a.batches = sorted(set(a.contexts)), sorted(set(a.batches))
-    with sdpa_kernel([SDPA[a.sdpa]]) if a.sdpa != "auto" else contextlib.nullcontext():
+    with sdpa_kernel(list(dict.fromkeys([SDPA[a.sdpa], SDPBackend.MATH]))) if a.sdpa != "auto" else contextlib.nullcontext():
         if a.one: return measure_one(*a.one, a)
         run(a)
 
@@ -536,7 +543,7 @@ def run(a):
     peak = matmul_peak(torch.bfloat16 if a.bf16 else torch.float32)
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: python benchmarks/bench.py {' '.join(sys.argv[1:])}\n# {machine()}")
     print(f"device {DEV}, threads {torch.get_num_threads()}, torch {torch.__version__}, dtype {'bf16 autocast' if a.bf16 else 'fp32'}"
-          f"{', torch.compile' if a.compile else ''}, SDPA kernel {a.sdpa}; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)
+          f"{', torch.compile' if a.compile else ''}, SDPA kernel {a.sdpa}{' (math where it cannot run)' if a.sdpa not in ('auto', 'math') else ''}; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)
     out = {"peak_gflops": peak / 1e9}
     cols = ["model", "params (M)", "ms/step", "tokens/s", "GFLOP/step", "GFLOP/s", "MFU", "isolated tokens/s", "peak MB"]
     if "encoder" in only:
@@ -573,7 +580,7 @@ def run(a):
         report_scale(rows, a.plot)
     if "decode_sweep" in only:
         rows, cache = decode_sweep(a, peak); out["decode_sweep"], out["sweep_cache_bytes_per_token"] = rows, cache
-        report_sweep(rows, cache, a.bf16)
+        report_sweep(rows, cache)
     if "finetune" in only:
         rows = finetune_suite(a, peak); out["finetune"] = rows
         report_finetune(rows, a)
