@@ -384,7 +384,7 @@ def decode_sweep(a, peak) -> tuple:
     cfg, ours, hf = decode_models()
     est = sweep_estimate(cfg, a, peak)
     print(f"Decode sweep: {len(a.contexts)} contexts x {len(a.batches)} batches x 3 models, {a.rounds} rounds of "
-          f"{a.decode_steps} steps; estimated {est / 60:.1f} min of decoding (rough FLOP model; building caches adds to it)", flush=True)
+          f"{a.decode_steps} steps; estimated {f'{est / 60:.1f} min' if est >= 60 else f'{est:.0f} s'} of decoding (rough FLOP model; building caches adds to it)", flush=True)
     rows, t0 = [], time.perf_counter()
     for B in a.batches:
         for ctx in a.contexts:
