@@ -1,26 +1,40 @@
 """Speed benchmark: our encoder/decoder against HF transformers at the same sizes, on this machine.
 
 Training steps (forward + backward + AdamW) in tokens/s, FLOPs counted by torch's FlopCounterMode (what each model
-really executes) and MFU against this machine's measured fp32 matmul peak; decode tokens/s and cache bytes/token
+really executes) and MFU against this machine's measured matmul peak; decode tokens/s and cache bytes/token
 for naive vs absorbed MLA vs HF generate. Runs are interleaved (round-robin over models) and medians reported; each model is also run alone in a fresh
 process ("isolated", 5 steps after 2 warm-ups, which also gives its peak memory: growth of the process's peak RSS on
 CPU, allocated memory on CUDA), because
 in one process the models' allocations interact (large logits freed and re-faulted each step).
 Targets are printed, met or not; nothing here asserts a timing.
 
+Suites (`--only`, default all): encoder, decoder (training steps vs HF), decode (batch 1, two contexts),
+scale (MHA / GQA / MLA / MLA-o training tokens/s at the seed's 13M, a ~50M and the 124M shape, measured vs
+FLOP-predicted speed-up), decode_sweep (contexts x batches: naive vs absorbed vs HF, cache bytes, peak memory,
+crossover), finetune (SST-2 steps on real sentences, dynamic padding, vs the same model's pre-training tokens/s).
+
     python benchmarks/bench.py                # everything, fp32 (+ bf16 autocast with --bf16)
     python benchmarks/bench.py --only encoder --rounds 5
+    python benchmarks/bench.py --only scale --sizes seed mid --plot scale.png
+    python benchmarks/bench.py --only decode_sweep --contexts 256 2048 --batches 1 4
+    python benchmarks/bench.py --out benchmarks/RESULTS-cpu-$(date +%F).txt
 """
-import argparse, json, statistics, subprocess, time, sys
+import argparse, contextlib, gc, json, os, platform, statistics, subprocess, time, sys
+from datetime import datetime, timezone
 from pathlib import Path
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import (BertConfig, BertForMaskedLM, DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig,
-                          LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM)
+import transformers
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, DeepseekV3Config,
+                          DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM)
 from transformers.cache_utils import DynamicCache
-from shared_subspaces.model import kv_cache_per_token
-from shared_subspaces.encoder import SharedSpaceEncoderForMaskedLM, load_encoder_config
+from shared_subspaces.config import read_json
+from shared_subspaces.model import CACHE_FIELD, attention_options, flops_per_token, kv_cache_per_token
+from shared_subspaces.encoder import (SharedSpaceEncoderForMaskedLM, SharedSpaceEncoderForSequenceClassification,
+                                      load_encoder_config)
 from shared_subspaces.decoder import SharedSpaceDecoderForCausalLM, load_decoder_config, decode_tokens_per_s
+from shared_subspaces.data import bert_tokenizer, load_sst2
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -46,17 +60,20 @@ def clm_batch(vocab, B, T, gen):
     ids = torch.randint(5, vocab, (B, T), generator=gen).to(DEV)
     return {"input_ids": ids, "labels": ids}
 
+OPTIMS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}   # AdamW implementations, same math
+
 class Step:
-    "One model's training step: forward + backward + AdamW, optionally under bf16 autocast / torch.compile."
-    def __init__(self, model, batch, bf16=False, compile=False):
+    """One model's training step: forward + backward + AdamW (`optim`: torch's default implementation, `foreach` or
+    `fused`), optionally under bf16 autocast / torch.compile. Calling it with a batch steps on that batch instead."""
+    def __init__(self, model, batch, bf16=False, compile=False, optim="default"):
         self.model = model.to(DEV).train()
         self.fwd = torch.compile(self.model) if compile else self.model
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, **OPTIMS[optim])
         self.batch, self.bf16 = batch, bf16
         self.params = sum(p.numel() for p in self.model.parameters())
-    def __call__(self):
+    def __call__(self, batch=None):
         with torch.autocast(DEV, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = self.fwd(**self.batch).loss
+            loss = self.fwd(**(batch or self.batch)).loss
         loss.backward(); self.opt.step(); self.opt.zero_grad(set_to_none=True)
     def flops(self) -> int:
         with FlopCounterMode(display=False) as fc:
@@ -66,15 +83,23 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         return fc.get_total_flops()
 
-def interleaved(steps: dict, rounds: int, warmup: int = 2) -> dict:
-    "Median seconds per step for each model, timed round-robin so drift hits every model alike."
+def interleaved(steps: dict, rounds: int, warmup: int = 2, spread: bool = False) -> dict:
+    """Median seconds per call for each model, timed round-robin so drift hits every model alike
+    (`spread`: (median, min, max) over the rounds)."""
     for s in steps.values():
         for _ in range(warmup): s()
     times = {k: [] for k in steps}
     for _ in range(rounds):
         for k, s in steps.items():
             sync(); t = time.perf_counter(); s(); sync(); times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: (statistics.median(v), min(v), max(v)) if spread else statistics.median(v) for k, v in times.items()}
+
+def rate(work: float, secs: tuple, digits: int = 0) -> str:
+    "`work` per second as 'median (min..max)' from (median, min, max) seconds: the spread over the rounds."
+    med, lo, hi = secs
+    return f"{work / med:.{digits}f} ({work / hi:.{digits}f}..{work / lo:.{digits}f})"
+
+def verdict(ok: bool) -> str: return "met" if ok else "NOT met"
 
 def table(rows, cols):
     w = [max(len(str(c)), *(len(f"{r.get(c, '')}") for r in rows)) for c in cols]
@@ -83,12 +108,24 @@ def table(rows, cols):
 
 def isolated(suite: str, name: str, a) -> dict:
     "The same step in a fresh process: median ms/step of 3 after 2 warm-ups, and peak memory (RSS, or CUDA allocated)."
-    cmd = [sys.executable, __file__, "--one", suite, name, "--batch", str(a.batch)] + ["--bf16"] * a.bf16 + ["--compile"] * a.compile
+    cmd = [sys.executable, __file__, "--one", suite, name, "--batch", str(a.batch), "--sdpa", a.sdpa] + ["--bf16"] * a.bf16 + ["--compile"] * a.compile
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
 
-def _hwm() -> int:
-    "This process's peak resident memory in bytes (VmHWM: unlike ru_maxrss it does not inherit the parent's)."
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+def _status(field: str) -> int:
+    "A memory line of /proc/self/status in bytes (VmHWM: this process's peak RSS; unlike ru_maxrss not the parent's)."
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) * 1024
+
+def _hwm() -> int: return _status("VmHWM")
+
+def peak_window() -> int:
+    "Start a peak-memory window here (CUDA: allocator peak; CPU: VmHWM reset to VmRSS); returns its base in bytes."
+    if DEV == "cuda": torch.cuda.reset_peak_memory_stats(); return torch.cuda.memory_allocated()
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status("VmRSS")
+
+def peak_since(base: int) -> int:
+    "Peak memory growth (bytes) since `peak_window()` returned `base`. On CPU: RSS, so freed memory the allocator reuses is not seen."
+    return (torch.cuda.max_memory_allocated() if DEV == "cuda" else _hwm()) - base
 
 def measure_one(suite: str, name: str, a):
     models, batch = SUITES[suite](a)
@@ -183,19 +220,333 @@ def decode_suite(a, ds_cfg):
     assert cache["ours MLA"] == 2 * kv_cache_per_token(cfg), cache   # measured == the closed form
     return rows, cache
 
+# ---- scale: MHA / GQA / MLA / MLA-o training tokens/s at three sizes, measured vs FLOP-predicted speed-up
+SEED_FILES = {"encoder": {"mha": "encoder/mha_baseline", "mla": "encoder/best_mla", "mla_o": "encoder/best_mla_o"},
+              "decoder": {"mha": "decoder/seed_mha", "mla": "decoder/seed_mla", "mla_o": "decoder/seed_mla_o"}}
+SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size", "rope_dims",
+              "q_latent_dim", "kv_latent_dim", "o_latent_dim")
+GPT2 = read_json(ROOT / "configs/decoder/gpt2_124m_mla_o.json")["model"]
+SIZES = {"seed": None,   # the seed's own configs (13M encoder)
+         "mid": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, head_dim=64, intermediate_size=1536,
+                     rope_dims=32, q_latent_dim=256, kv_latent_dim=128, o_latent_dim=256),
+         "gpt2": {k: GPT2[k] for k in SHAPE_KEYS}}                 # configs/decoder/gpt2_124m_mla_o.json's shape
+SCALE = {"encoder": dict(seq=128, batch={"seed": 16, "mid": 8, "gpt2": 4}, mask_rate=0.15),
+         "decoder": dict(seq=256, batch={"seed": 8, "mid": 4, "gpt2": 2}, mask_rate=1.0)}
+VARIANTS = ("mha", "gqa", "mla", "mla_o")
+
+def scale_configs(family: str, size: str) -> dict:
+    """The four variants at `size`: at 'seed' the seed's config files, elsewhere the family's seed MLA-o file with the
+    size's shape; MLA drops the output latent, MHA every latent, GQA is MHA with a quarter of the k/v heads."""
+    load = load_encoder_config if family == "encoder" else load_decoder_config
+    files = SEED_FILES[family]
+    if size == "seed": d = {v: read_json(ROOT / f"configs/{f}.json")["model"] for v, f in files.items()}
+    else:
+        o = {**read_json(ROOT / f"configs/{files['mla_o']}.json")["model"], **SIZES[size]}
+        d = {"mla_o": o, "mla": {**o, "attention_type": "mla"},
+             "mha": {k: v for k, v in o.items() if not k.endswith("_latent_dim")} | {"attention_type": "mha"}}
+        del d["mla"]["o_latent_dim"]
+    d["gqa"] = {**d["mha"], "attention_type": "gqa", "num_key_value_heads": d["mha"]["num_attention_heads"] // 4}
+    return {v: load({"model": {**d[v], "hidden_dropout": 0.0, "attention_dropout": 0.0}}) for v in VARIANTS}
+
+def predicted_flops(cfg, family: str) -> float:
+    "Closed-form forward FLOPs per token (`flops_per_token`), the LM head counted on the tokens that have a label."
+    s = SCALE[family]
+    trunk = flops_per_token(cfg, s["seq"], causal=family == "decoder", lm_head=False)
+    return trunk + s["mask_rate"] * (flops_per_token(cfg, s["seq"], causal=family == "decoder") - trunk)
+
+def scale_suite(a, peak) -> list:
+    rows = []
+    for family in ("encoder", "decoder"):
+        s = SCALE[family]
+        for size in a.sizes:
+            cfgs, B = scale_configs(family, size), a.scale_batch or s["batch"][size]
+            model = SharedSpaceEncoderForMaskedLM if family == "encoder" else SharedSpaceDecoderForCausalLM
+            gen = torch.Generator().manual_seed(0)
+            batch = (mlm_batch if family == "encoder" else clm_batch)(cfgs["mha"].vocab_size, B, s["seq"], gen)
+            steps = {v: Step(model(c), batch, a.bf16, a.compile) for v, c in cfgs.items()}
+            sec = interleaved(steps, a.rounds, warmup=1, spread=True)
+            ntok, flops = B * s["seq"], {v: st.flops() for v, st in steps.items()}
+            pred = {v: predicted_flops(c, family) for v, c in cfgs.items()}
+            for v, st in steps.items():
+                measured, predicted = sec["mha"][0] / sec[v][0], pred["mha"] / pred[v]
+                rows.append({"family": family, "size": size, "model": v, "params (M)": f"{st.params / 1e6:.1f}",
+                             "batch": f"{B} x {s['seq']}", "tokens/s": rate(ntok, sec[v]),
+                             "GFLOP/step": f"{flops[v] / 1e9:.1f}", "MFU": f"{flops[v] / sec[v][0] / peak:.0%}",
+                             "speed-up predicted": f"{predicted:.3f}", "speed-up counted": f"{flops['mha'] / flops[v]:.3f}",
+                             "speed-up measured": f"{measured:.3f}", "measured/predicted": f"{measured / predicted:.0%}",
+                             "_pred": predicted, "_meas": measured, "_flops": pred[v], "_tps": ntok / sec[v][0],
+                             "_params": st.params})
+            del steps; gc.collect()
+    return rows
+
+def report_scale(rows, plot=None):
+    cols = ["family", "size", "model", "params (M)", "batch", "tokens/s", "GFLOP/step", "MFU", "speed-up predicted",
+            "speed-up counted", "speed-up measured", "measured/predicted"]
+    print("Scale: training tokens/s, median (min..max over rounds), speed-up vs MHA of the same size (predicted: "
+          "closed-form FLOPs/token; counted: FlopCounterMode):\n" + table(rows, cols) + "\n")
+    by = {(r["family"], r["size"], r["model"]): r for r in rows}
+    for family, size in dict.fromkeys((r["family"], r["size"]) for r in rows):
+        if size == "gpt2":
+            for v in VARIANTS[1:]:
+                r = by[family, size, v]
+                if r["_pred"] > 1:
+                    got = r["_meas"] / r["_pred"]
+                    gain = (r["_meas"] - 1) / (r["_pred"] - 1)   # the stricter reading: the share of the predicted gain
+                    print(f"  target: {family} {v} at 124M, measured speed-up >= 90% of predicted: {r['_meas']:.3f} / "
+                          f"{r['_pred']:.3f} = {got:.0%} (of the predicted gain {r['_pred'] - 1:+.1%}: {gain:.0%}) "
+                          f"-> {verdict(got >= 0.9)}")
+        o, l = by[family, size, "mla_o"], by[family, size, "mla"]
+        if o["_flops"] < l["_flops"]:
+            print(f"  target: {family} {size}, MLA-o ({o['_flops'] / l['_flops'] - 1:+.1%} FLOPs) at least as fast as MLA: "
+                  f"{o['_tps']:.0f} vs {l['_tps']:.0f} tokens/s -> {verdict(o['_tps'] >= l['_tps'])}")
+        else:
+            print(f"  {family} {size}: MLA-o does {o['_flops'] / l['_flops'] - 1:+.1%} FLOPs of MLA (its output latent's two "
+                  "factors cost what MLA's one output projection does): no MLA-o >= MLA target here")
+    print()
+    if plot: plot_scale(rows, plot)
+
+def plot_scale(rows, path):
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, family in zip(axes, ("encoder", "decoder")):
+        fr = [r for r in rows if r["family"] == family]
+        for i, v in enumerate(VARIANTS[1:]):
+            vr = [r for r in fr if r["model"] == v]
+            x = [next(m["_params"] for m in fr if m["size"] == r["size"] and m["model"] == "mha") / 1e6 for r in vr]
+            ax.plot(x, [r["_meas"] for r in vr], "o-", color=f"C{i}", label=f"{v} measured")
+            ax.plot(x, [r["_pred"] for r in vr], "x--", color=f"C{i}", label=f"{v} FLOP-predicted")
+        ax.axhline(1, color="grey", lw=0.5); ax.set_xscale("log"); ax.set_title(family)
+        ax.set_xlabel("MHA parameters (M)")
+    axes[0].set_ylabel("training speed-up vs MHA"); axes[1].legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=120)
+    print(f"  plot written to {path}\n")
+
+# ---- decode_sweep: naive vs absorbed vs HF decode over contexts x batches
+@torch.no_grad()
+def synthetic_cache(model, batch: int, context: int) -> DynamicCache:
+    """A DynamicCache holding `context` random positions in the layout a prefill leaves (read off a 1-token prefill):
+    a decode step's cost does not depend on the cached values, and long contexts then cost no prefill."""
+    probe = DynamicCache()
+    model(torch.zeros(batch, 1, dtype=torch.long, device=DEV), use_cache=True, **{CACHE_FIELD: probe})
+    cache = DynamicCache()
+    for i, l in enumerate(probe.layers):
+        kv = [torch.empty(*t.shape[:-2], context, t.shape[-1], dtype=t.dtype, device=DEV).uniform_(-1, 1)
+              for t in (l.keys, l.values)]
+        cache.update(*kv, i)
+    return cache
+
+def cache_bytes(cache) -> int: return sum(t.numel() * t.element_size() for l in cache.layers for t in (l.keys, l.values))
+
+class Decoder:
+    "Greedy single-token decode steps of one model on its own synthetic cache; each call times `steps` of them."
+    def __init__(self, model, batch, context, steps, bf16=False, absorb=None):
+        self.model, self.steps, self.bf16, self.absorb = model, steps, bf16, absorb
+        with self.options(): self.cache = synthetic_cache(model, batch, context)
+        self.bytes_per_token = cache_bytes(self.cache) / (batch * context)
+        self.dtype = self.cache.layers[0].keys.dtype
+        self.nxt, self.peak = torch.zeros(batch, 1, dtype=torch.long, device=DEV), 0
+    def options(self):
+        "bf16 autocast if asked, and the naive or absorbed path (ours)."
+        ctx = contextlib.ExitStack()
+        ctx.enter_context(torch.autocast(DEV, dtype=torch.bfloat16, enabled=self.bf16))
+        if self.absorb is not None: ctx.enter_context(attention_options(self.model, absorb=self.absorb))
+        return ctx
+    @torch.no_grad()
+    def __call__(self):
+        base = peak_window()
+        with self.options():
+            for _ in range(self.steps):
+                self.nxt = self.model(self.nxt, use_cache=True, **{CACHE_FIELD: self.cache}).logits[:, -1:].argmax(-1)
+        self.peak = max(self.peak, peak_since(base))
+
+def decode_models():
+    "Our seed MLA decoder (naive and absorbed) and HF DeepSeek-V3 with its MLA dims, in eval mode."
+    cfg = load_decoder_config(ROOT / "configs/decoder/seed_mla.json")
+    return cfg, SharedSpaceDecoderForCausalLM(cfg).to(DEV).eval(), DeepseekV3ForCausalLM(deepseek_like(cfg)).to(DEV).eval()
+
+def sweep_estimate(cfg, a, peak, bandwidth=10e9) -> float:
+    """Rough seconds for the sweep. Per step and sequence: the token's FLOPs plus, per cached position, expanding the
+    latent and attending (naive, HF) or attending in the latent (absorbed), at half the matmul peak; copying the cache
+    (DynamicCache appends by concatenation) and, naive, writing and reading the expanded k/v, at `bandwidth` bytes/s;
+    10 ms per step; filling the three caches."""
+    L, H, Dh, C, R = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim, cfg.kv_latent_dim, cfg.rope_dims
+    tok, size = flops_per_token(cfg, 1, causal=True), 2 if a.bf16 else 4
+    cache = L * (C + R) * size                                                 # bytes per cached position
+    per_pos = {"naive": (2 * L * (C * 2 * H * Dh + H * (2 * Dh + R)), 2 * cache + 4 * L * H * 2 * Dh * size),
+               "absorbed": (4 * L * H * (C + R), 2 * cache)}
+    per_pos["HF"] = per_pos["naive"]
+    steps = a.rounds * a.decode_steps + 1
+    return sum(steps * (b * (tok + ctx * f) / (0.5 * peak) + b * ctx * m / bandwidth + 0.01) + 3 * b * ctx * cache / 1e9
+               for ctx in a.contexts for b in a.batches for f, m in per_pos.values())
+
+def decode_sweep(a, peak) -> tuple:
+    cfg, ours, hf = decode_models()
+    est = sweep_estimate(cfg, a, peak)
+    print(f"Decode sweep: {len(a.contexts)} contexts x {len(a.batches)} batches x 3 models, {a.rounds} rounds of "
+          f"{a.decode_steps} steps; estimated {f'{est / 60:.1f} min' if est >= 60 else f'{est:.0f} s'} of decoding (rough FLOP model; building caches adds to it)", flush=True)
+    rows, t0 = [], time.perf_counter()
+    for B in a.batches:
+        for ctx in a.contexts:
+            runs = {"naive": Decoder(ours, B, ctx, a.decode_steps, a.bf16, absorb=False),
+                    "absorbed": Decoder(ours, B, ctx, a.decode_steps, a.bf16, absorb=True),
+                    "HF": Decoder(hf, B, ctx, a.decode_steps, a.bf16)}
+            sec = interleaved(runs, a.rounds, warmup=1, spread=True)
+            tps = {k: B * a.decode_steps / v[0] for k, v in sec.items()}
+            rows.append({"batch": B, "context": ctx, **{f"{k} tokens/s": rate(B * a.decode_steps, v, 1) for k, v in sec.items()},
+                         "absorbed/naive": f"{tps['absorbed'] / tps['naive']:.2f}", "absorbed/HF": f"{tps['absorbed'] / tps['HF']:.2f}",
+                         **{f"{k} peak MB": f"{(r.peak + r.bytes_per_token * B * ctx) / 2 ** 20:.0f}" for k, r in runs.items()},
+                         "_tps": tps})
+            cache = {"ours MLA": (runs["absorbed"].bytes_per_token, runs["absorbed"].dtype),
+                     "HF DeepseekV3": (runs["HF"].bytes_per_token, runs["HF"].dtype)}
+            del runs; gc.collect()
+    print(f"  (took {(time.perf_counter() - t0) / 60:.1f} min)")
+    return rows, cache
+
+def report_sweep(rows, cache):
+    cols = [c for c in rows[0] if not c.startswith("_")]
+    print("Decode tokens/s (batch x steps / s), median (min..max over rounds), seed_mla dims; peak MB: the cache plus "
+          "the decode steps' peak growth (RSS on CPU: reused freed memory is not seen):\n" + table(rows, cols))
+    dt = cache["ours MLA"][1]
+    mha = kv_cache_per_token(load_decoder_config(ROOT / "configs/decoder/seed_mha.json")) * dt.itemsize
+    print("\n  cache bytes/token (measured in the caches): " + ", ".join(f"{k} {b:.0f} ({str(t).removeprefix('torch.')})" for k, (b, t) in cache.items())
+          + f"; ours MHA (seed_mha, closed form) {mha} ({str(dt).removeprefix('torch.')})")
+    for B in dict.fromkeys(r["batch"] for r in rows):
+        br = [r for r in rows if r["batch"] == B]
+        first = next((r["context"] for r in br if r["_tps"]["absorbed"] > 1.05 * r["_tps"]["naive"]), None)
+        print(f"  crossover, batch {B}: absorbed first > 1.05x naive at context "
+              + (str(first) if first else f"none up to {br[-1]['context']}"))
+    r = next((r for r in rows if r["batch"] == 1 and r["context"] == 2048), None)
+    if r:
+        x = r["_tps"]["absorbed"] / r["_tps"]["HF"]
+        print(f"  target: absorbed >= 2x HF at 2048 context, batch 1: {x:.2f}x -> {verdict(x >= 2)}")
+    print()
+
+# ---- finetune: SST-2 training steps on real sentences vs the same model's pre-training tokens/s
+def sst2_batches(tok, n: int, batch: int, grouped: bool, seed: int = 0) -> list:
+    """`n` batches of `batch` SST-2 training sentences from one shuffled epoch, each padded to its own longest (dynamic
+    padding). `grouped`: HF's length grouping (mega-batches of 50 batches, sorted by length). The `n` are drawn across
+    the epoch, so a grouped sample is not just the long first batches."""
+    ds = load_sst2("train")
+    ids = tok(list(ds["sentence"]), truncation=True, max_length=128, return_token_type_ids=False)["input_ids"]
+    labels, g = list(ds["label"]), torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(ids), generator=g).tolist()
+    if grouped:
+        mega = 50 * batch
+        order = [i for k in range(0, len(order), mega) for i in sorted(order[k:k + mega], key=lambda i: -len(ids[i]))]
+    chunks = [order[k:k + batch] for k in range(0, len(order) - batch + 1, batch)]
+    out = []
+    for c in sorted(torch.randperm(len(chunks), generator=g)[:n].tolist()):
+        b = tok.pad({"input_ids": [ids[i] for i in chunks[c]]}, return_tensors="pt")
+        out.append({"input_ids": b["input_ids"].to(DEV), "attention_mask": b["attention_mask"].to(DEV),
+                    "labels": torch.tensor([labels[i] for i in chunks[c]], device=DEV)})
+    return out
+
+class Epoch:
+    "A training step callable that runs one pass over a fixed list of batches (each call times the whole list)."
+    def __init__(self, step, batches): self.step, self.batches = step, batches
+    def __call__(self):
+        for b in self.batches: self.step(b)
+
+def finetune_suite(a, peak) -> list:
+    cfg = load_encoder_config(ROOT / "configs/encoder/best_mla_o.json")      # dropout as configured: real fine-tuning
+    bert = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+                      num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+                      max_position_embeddings=cfg.max_position_embeddings, num_labels=2)
+    tok = bert_tokenizer()
+    data = {g: sst2_batches(tok, a.ft_batches, 32, g) for g in (False, True)}
+    pre, npre = mlm_batch(cfg.vocab_size, a.batch, 128, torch.Generator().manual_seed(0)), max(2, a.ft_batches // 4)
+    ours = lambda: SharedSpaceEncoderForSequenceClassification(cfg.replace(num_labels=2))
+    hf = lambda: BertForSequenceClassification(bert)
+    runs = {("ours best_mla_o", "pre-training MLM", "fused"): Epoch(Step(SharedSpaceEncoderForMaskedLM(cfg), pre, a.bf16, a.compile, "fused"), [pre] * npre),
+            ("HF Bert", "pre-training MLM", "fused"): Epoch(Step(BertForMaskedLM(bert), pre, a.bf16, a.compile, "fused"), [pre] * npre)}
+    for name, make, optims in (("ours best_mla_o", ours, OPTIMS), ("HF Bert", hf, ["fused"])):
+        for opt in optims:
+            for g in (False, True):
+                runs[name, "SST-2 length-grouped" if g else "SST-2 shuffled", opt] = Epoch(Step(make(), None, a.bf16, a.compile, opt), data[g])
+    sec = interleaved(runs, a.rounds, warmup=1, spread=True)
+    rows = []
+    for (name, task, opt), run in runs.items():
+        real = sum(int(b["attention_mask"].sum()) for b in run.batches)
+        padded = sum(b["input_ids"].numel() for b in run.batches)
+        rows.append({"model": name, "batches": task, "AdamW": opt, "tokens/s": rate(real, sec[name, task, opt]),
+                     "sentences/s": rate(len(run.batches) * run.batches[0]["input_ids"].shape[0], sec[name, task, opt], 1),
+                     "ms/step": f"{sec[name, task, opt][0] / len(run.batches) * 1e3:.0f}", "pad": f"{1 - real / padded:.0%}",
+                     "_tps": real / sec[name, task, opt][0]})
+    for r in rows:
+        pre_tps = next(p["_tps"] for p in rows if p["model"] == r["model"] and p["batches"] == "pre-training MLM")
+        r["of pre-training tokens/s"] = f"{r['_tps'] / pre_tps:.0%}"
+        r["_ratio"] = r["_tps"] / pre_tps
+    return rows
+
+def report_finetune(rows, a):
+    cols = ["model", "batches", "AdamW", "ms/step", "tokens/s", "sentences/s", "pad", "of pre-training tokens/s"]
+    print(f"Fine-tuning steps on SST-2 train sentences (batch 32, dynamic padding, {a.ft_batches} batches drawn across "
+          f"one epoch; tokens/s counts real tokens) vs pre-training MLM steps (batch {a.batch} x 128, {max(2, a.ft_batches // 4)} per round; its sentences are 128-token blocks); dropout 0.1; "
+          "a plain loop (no Trainer):\n" + table(rows, cols))
+    best = max((r for r in rows if r["model"].startswith("ours") and r["batches"] != "pre-training MLM"), key=lambda r: r["_ratio"])
+    print(f"\n  target: ours fine-tuning >= 80% of its pre-training tokens/s: {best['_ratio']:.0%} "
+          f"({best['batches']}, {best['AdamW']} AdamW) -> {verdict(best['_ratio'] >= 0.8)}")
+    print("  optimisations tried (same math): length grouping, foreach / fused AdamW; not tried: sparse or frozen "
+          "embedding gradients (AdamW's moments and weight decay touch every row each step, so they change the update)\n")
+
+SUITE_NAMES = ["encoder", "decoder", "decode", "scale", "decode_sweep", "finetune"]
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH,
+        "cudnn": SDPBackend.CUDNN_ATTENTION}
+CPU_SDPA = ("auto", "flash", "math")
+
+class Tee:
+    "stdout that also goes to a file (--out)."
+    def __init__(self, path): self.file, self.out = open(path, "w"), sys.stdout
+    def write(self, s): self.out.write(s); self.file.write(s)
+    def flush(self): self.out.flush(); self.file.flush()
+
+def machine() -> str:
+    "Where this runs: device, CPU model and cores, threads, library versions."
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f"{torch.cuda.get_device_name()} (cuda)" if DEV == "cuda" else "cpu"
+    return (f"device {gpu}; CPU {cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads; "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
+
+def positive(s: str) -> int:
+    if not s.isdigit() or int(s) < 1: raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s!r}")
+    return int(s)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["encoder", "decoder", "decode"], nargs="*")
-    ap.add_argument("--rounds", type=int, default=5); ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--only", choices=SUITE_NAMES, nargs="*", help="suites to run (default: all)")
+    ap.add_argument("--rounds", type=positive, default=5); ap.add_argument("--batch", type=positive, default=16)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast"); ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--sdpa", choices=["auto", *SDPA], default="auto",
+                    help="torch SDPA kernel: this one, else math where it cannot run (flash needs equal q/k and v head "
+                         "dims, which decoupled RoPE breaks); auto: torch picks; on CPU only flash and math exist")
+    ap.add_argument("--sizes", choices=list(SIZES), nargs="+", default=list(SIZES), help="scale: model sizes")
+    ap.add_argument("--scale-batch", type=positive, help="scale: sequences per step at every size (default: per size)")
+    ap.add_argument("--plot", help="scale: write the speed-up plot (PNG, PDF, ...) here")
+    ap.add_argument("--contexts", type=positive, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192, 16384],
+                    help="decode_sweep: context lengths")
+    ap.add_argument("--batches", type=positive, nargs="+", default=[1, 4, 16, 32], help="decode_sweep: batch sizes")
+    ap.add_argument("--decode-steps", type=positive, default=8, help="decode_sweep: timed decode steps per round")
+    ap.add_argument("--ft-batches", type=positive, default=20, help="finetune: SST-2 batches per timed round")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--out", help="also write everything printed here (with the date and machine)")
     ap.add_argument("--one", nargs=2, metavar=("SUITE", "MODEL"), help=argparse.SUPPRESS)   # internal: one isolated run
     a = ap.parse_args()
-    if a.one: return measure_one(*a.one, a)
-    only = set(a.only or ["encoder", "decoder", "decode"])
+    if DEV == "cpu" and a.sdpa not in CPU_SDPA:
+        ap.error(f"--sdpa {a.sdpa}: no such kernel on cpu; allowed here: {', '.join(CPU_SDPA)}")
+    a.contexts, a.batches = sorted(set(a.contexts)), sorted(set(a.batches))
+    with sdpa_kernel(list(dict.fromkeys([SDPA[a.sdpa], SDPBackend.MATH]))) if a.sdpa != "auto" else contextlib.nullcontext():
+        if a.one: return measure_one(*a.one, a)
+        run(a)
+
+def run(a):
+    only = set(a.only or SUITE_NAMES)
+    if a.out: sys.stdout = Tee(a.out)
     peak = matmul_peak(torch.bfloat16 if a.bf16 else torch.float32)
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: python benchmarks/bench.py {' '.join(sys.argv[1:])}\n# {machine()}")
     print(f"device {DEV}, threads {torch.get_num_threads()}, torch {torch.__version__}, dtype {'bf16 autocast' if a.bf16 else 'fp32'}"
-          f"{', torch.compile' if a.compile else ''}; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n")
+          f"{', torch.compile' if a.compile else ''}, SDPA kernel {a.sdpa}{' (math where it cannot run)' if a.sdpa not in ('auto', 'math') else ''}; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)
     out = {"peak_gflops": peak / 1e9}
     cols = ["model", "params (M)", "ms/step", "tokens/s", "GFLOP/step", "GFLOP/s", "MFU", "isolated tokens/s", "peak MB"]
     if "encoder" in only:
@@ -217,7 +568,8 @@ def main():
             t = {r["model"]: r[key] for r in rows}
             r = t["ours seed_mla"] / t["HF DeepseekV3ForCausalLM"]
             print(f"{chr(10) if lab == 'interleaved' else ''}  target: ours MLA >= 1.2x HF DeepseekV3 ({lab}): {r:.2f}x -> {'met' if r >= 1.2 else 'NOT met'}")
-        print()
+        mfu = float(next(r["MFU"] for r in rows if r["model"] == "ours seed_mla").rstrip("%"))
+        print(f"  target: ours MLA >= 70% of matmul peak: {mfu:.0f}% -> {verdict(mfu >= 70)}\n")
     if "decode" in only:
         rows, cache = decode_suite(a, deepseek_like(load_decoder_config(ROOT / "configs/decoder/seed_mla.json")))
         out["decode"], out["cache_bytes_per_token"] = rows, cache
@@ -225,7 +577,16 @@ def main():
         print("Decode, batch 1, tokens/s (seed_mla decoder):\n" + table(fmt, list(rows[0])))
         print("\n  cache bytes/token (bf16, measured in the caches): " + ", ".join(f"{k} {v}" for k, v in cache.items()))
         r = rows[-1]["ours absorbed"] / rows[-1]["HF DeepseekV3 (cached step)"]
-        print(f"  target: absorbed >= 2x HF at 2048 context: {r:.2f}x -> {'met' if r >= 2 else 'NOT met'}")
+        print(f"  target: absorbed >= 2x HF at 2048 context: {r:.2f}x -> {'met' if r >= 2 else 'NOT met'}\n")
+    if "scale" in only:
+        rows = scale_suite(a, peak); out["scale"] = rows
+        report_scale(rows, a.plot)
+    if "decode_sweep" in only:
+        rows, cache = decode_sweep(a, peak); out["decode_sweep"], out["sweep_cache_bytes_per_token"] = rows, cache
+        report_sweep(rows, cache)
+    if "finetune" in only:
+        rows = finetune_suite(a, peak); out["finetune"] = rows
+        report_finetune(rows, a)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1, default=str))
 
