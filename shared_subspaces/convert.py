@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SIDES', 'share_subspace', 'count_params', 'side_params', 'sentence_embeddings', 'embedding_agreement',
-           'study_sentences', 'conversion_study', 'plot_conversion']
+           'study_sentences', 'conversion_study', 'plot_conversion', 'lm_perplexity']
 
-# %% ../nbs/04c_convert.ipynb #f705d0d5
+# %% ../nbs/04c_convert.ipynb #6bba532c
 import copy
 import numpy as np
 import pandas as pd
@@ -14,9 +14,10 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 from .config import check_choice
 from .hf import svd_output_subspace
-from .data import load_sst2, load_corpus
+from .data import load_sst2, load_corpus, packed
 from .svd import minilm_dir
 
 # %% ../nbs/04c_convert.ipynb #f67a2a97
@@ -88,7 +89,7 @@ def study_sentences(n: int | None = 500, path=None) -> dict:
     wiki = [t.strip() for t in load_corpus("local", "test", path)["text"] if t.strip() and not t.strip().startswith("=")]
     return {"sst2_dev": sst[:n], "wikitext2_test": wiki[:n]}
 
-# %% ../nbs/04c_convert.ipynb #ea9fc9ca
+# %% ../nbs/04c_convert.ipynb #81d5f51d
 def conversion_study(model=None, tokenizer=None, sentences: dict | None = None, ranks=(384, 320, 256, 192, 128, 64),
                      sides=SIDES, batch_size: int = 64) -> pd.DataFrame:
     "Embedding agreement of `model` (default: all-MiniLM-L6-v2) converted at each side x rank, on each set of `sentences`."
@@ -112,7 +113,6 @@ def conversion_study(model=None, tokenizer=None, sentences: dict | None = None, 
     return pd.DataFrame(rows)
 
 def _minilm():
-    from transformers import AutoModel, AutoTokenizer
     return AutoModel.from_pretrained(minilm_dir()), AutoTokenizer.from_pretrained(minilm_dir())
 
 def plot_conversion(df: pd.DataFrame, metric: str = "cosine", ax=None):
@@ -131,3 +131,16 @@ def plot_conversion(df: pd.DataFrame, metric: str = "cosine", ax=None):
            "cosine_p05": "5th-percentile cosine to the original", "spearman": "Spearman of pairwise similarities"}[metric])
     ax.axvline(0, color="k", lw=0.5); ax.legend(fontsize=7)
     return ax
+
+# %% ../nbs/04c_convert.ipynb #2906e86e
+@torch.no_grad()
+def lm_perplexity(model, tokenizer, seq_len: int = 128, samples: int = 256, split: str = "validation", batch_size: int = 16) -> float:
+    "exp of the mean next-token loss of causal LM `model` on the first `samples` packed WikiText-2 `split` blocks."
+    check_choice("split", split, ("validation", "test"))
+    blocks, _ = packed("local", split, tokenizer, seq_len)
+    ids = torch.tensor(blocks[:samples]["input_ids"])                                   # [N, T]
+    was, total = model.training, 0.0
+    model.eval()
+    for b in ids.split(batch_size): total += model(b, labels=b).loss.item() * len(b)    # equal blocks: per-block mean
+    model.train(was)
+    return float(np.exp(total / len(ids)))
