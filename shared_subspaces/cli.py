@@ -6,7 +6,7 @@
 __all__ = ['PRETRAINED', 'CLASSIFIERS', 'CAUSAL_LMS', 'USER_ERRORS', 'model_folder', 'read_sentences', 'predict_file', 'parser',
            'run', 'main']
 
-# %% ../nbs/05f_cli.ipynb #599158ce
+# %% ../nbs/05f_cli.ipynb #2b90a912
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -18,6 +18,7 @@ from .train import FAMILIES, pretrain, finetune_sst2, classify, load_classifier
 from .evaluation import lm_eval_run
 from .experiments import PRESETS, compare, summary, to_markdown
 from .data import data_dir
+from .convert import SIDES, conversion_study, study_sentences
 
 # %% ../nbs/05f_cli.ipynb #c1100007
 PRETRAINED = {f.lm.__name__: f.lm for f in FAMILIES.values()}                 # what `finetune` takes
@@ -69,7 +70,7 @@ def predict_file(model_dir, path, out=None, batch_size: int = 64) -> dict:
     df.to_csv(out, sep="\t", index=False)
     return {**res, "predictions": str(out)}
 
-# %% ../nbs/05f_cli.ipynb #e81ce264
+# %% ../nbs/05f_cli.ipynb #7e842407
 def _sets(pairs, where: str = "--set") -> dict:
     "`key=value` pairs (values parsed as JSON where they are JSON) as a dict; only `TrainConfig` keys."
     out = {}
@@ -106,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/compare")
     s.add_argument("--pretrain", nargs="*", metavar="KEY=VALUE", help="pre-training overrides")
     s.add_argument("--finetune", nargs="*", metavar="KEY=VALUE", help="fine-tuning overrides")
+    s = add("convert", "SVD-convert a BERT to a shared output / key-value / query latent; print how much of its sentence embeddings survives")
+    s.add_argument("model_dir", nargs="?", help="a BERT folder (default: the shipped all-MiniLM-L6-v2)")
+    s.add_argument("--sides", nargs="*", default=list(SIDES), choices=SIDES)
+    s.add_argument("--ranks", nargs="*", type=int, default=[384, 320, 256, 192, 128, 64])
+    s.add_argument("--sentences", type=int, default=500, help="sentences of each set (SST-2 dev, WikiText-2 test)")
+    s.add_argument("--out", help="also write the table to this CSV")
     return ap
 
 def run(a):
@@ -123,6 +130,15 @@ def run(a):
     elif a.cmd == "predict":
         d, _ = model_folder(a.model_dir, CLASSIFIERS, "predict")
         print(json.dumps(predict_file(d, a.file, a.out), indent=1))
+    elif a.cmd == "convert":
+        model = tok = None
+        if a.model_dir:
+            from transformers import AutoModel
+            d, _ = model_folder(a.model_dir, ("BertModel", "BertForMaskedLM", "BertForSequenceClassification"), "convert")
+            model, tok = AutoModel.from_pretrained(d), AutoTokenizer.from_pretrained(d)
+        df = conversion_study(model, tok, study_sentences(a.sentences), a.ranks, a.sides)
+        if a.out: df.to_csv(a.out, index=False)
+        print(df.round(4).to_string(index=False))
     elif a.cmd == "eval":
         d, arch = model_folder(a.model_dir, tuple(CAUSAL_LMS), "eval")
         model = CAUSAL_LMS[arch].from_pretrained(d).eval()
