@@ -6,7 +6,7 @@
 __all__ = ['PRETRAINED', 'CLASSIFIERS', 'CAUSAL_LMS', 'USER_ERRORS', 'model_folder', 'read_sentences', 'predict_file', 'parser',
            'run', 'main']
 
-# %% ../nbs/05f_cli.ipynb #2b90a912
+# %% ../nbs/05f_cli.ipynb #7b8bf205
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,8 @@ import pandas as pd
 from transformers import AutoTokenizer
 from .config import read_json, unknown_keys
 from .trainer import TrainConfig, FolderBusy, Interrupted
-from .train import FAMILIES, pretrain, finetune_sst2, classify, load_classifier
+from .train import (FAMILIES, family_of, load_run_config, run_settings, pretrain, finetune_sst2, classify,
+                                    load_classifier)
 from .evaluation import lm_eval_run
 from .experiments import PRESETS, compare, summary, to_markdown
 from .data import data_dir
@@ -70,7 +71,7 @@ def predict_file(model_dir, path, out=None, batch_size: int = 64) -> dict:
     df.to_csv(out, sep="\t", index=False)
     return {**res, "predictions": str(out)}
 
-# %% ../nbs/05f_cli.ipynb #7e842407
+# %% ../nbs/05f_cli.ipynb #92bc11f0
 def _sets(pairs, where: str = "--set") -> dict:
     "`key=value` pairs (values parsed as JSON where they are JSON) as a dict; only `TrainConfig` keys."
     out = {}
@@ -95,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("config"); s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     s = add("finetune", "fine-tune a pre-trained model folder on SST-2; saves the classifier")
     s.add_argument("model_dir"); s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("--config", help="a config file: its finetune section and protocol give the settings (then --set)")
     s = add("predict", "classify sentences (one per line, or a TSV with a sentence column) with a saved classifier")
     s.add_argument("model_dir"); s.add_argument("file"); s.add_argument("--out", help="predictions TSV (default: beside FILE)")
     s = add("eval", "lm-eval a causal LM folder (default: local WikiText-2 perplexity)")
@@ -125,7 +127,13 @@ def run(a):
     elif a.cmd == "finetune":
         d, arch = model_folder(a.model_dir, tuple(PRETRAINED), "finetune")
         lm = PRETRAINED[arch].from_pretrained(d)
-        cfg = TrainConfig.from_dict({"output_dir": str(d.parent / "sst2"), **_sets(a.set)}, "--set")
+        section, where = {}, "--set"
+        if a.config:
+            family, _, sections = load_run_config(a.config)
+            if family != family_of(lm).name:
+                raise ValueError(f"{a.config}: a {family} config, but {d} holds a model of the {family_of(lm).name} family ({arch})")
+            section, where = sections["finetune"], f"{a.config}: finetune"
+        cfg = run_settings(section, {"output_dir": str(d.parent / "sst2")}, _sets(a.set), where)
         print(json.dumps(finetune_sst2(lm, cfg, AutoTokenizer.from_pretrained(d)), indent=1))
     elif a.cmd == "predict":
         d, _ = model_folder(a.model_dir, CLASSIFIERS, "predict")
