@@ -216,7 +216,7 @@ def check(pages: list[Path]) -> int:
     for page, dom in zip(pages, doms):
         heads, docs, n_math = expected(page.stem)
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)).replace("¶", "")
-        rendered = {re.sub(r"\s+", " ", re.sub(r"<[^>]+>|¶", "", h)).strip()
+        rendered = {html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>|¶", "", h))).strip()
                     for h in re.findall(r"<h[1-4][^>]*>(.*?)</h[1-4]>", dom, re.S)}
         # markdown eats __x__, `x` and [x](y)
         plain = lambda s: re.sub(r"[`*$\\_]", "", re.sub(r"\[(.*?)\]\(.*?\)", r"\1", s)).strip()
