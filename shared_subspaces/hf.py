@@ -122,7 +122,7 @@ AutoModel.register(DeepseekV3OConfig, DeepseekV3OModel)
 AutoModelForCausalLM.register(DeepseekV3OConfig, DeepseekV3OForCausalLM)
 AutoModelForSequenceClassification.register(DeepseekV3OConfig, DeepseekV3OForSequenceClassification)
 
-# %% ../nbs/03b_hf.ipynb #c1e8875e
+# %% ../nbs/03b_hf.ipynb #a893b79a
 SEED_O_VARIANTS = {"vanilla": None, "sequential": "plain", "sequential_norm": "norm", "woabnorm": "woabnorm",
                    "woabnorm_shared": "woabnorm_shared"}
 _SEED_O_KEYS = {"plain": {"0": "o_a_proj", "1": "o_b_proj"}, "norm": {"0": "o_a_proj", "1": "o_norm", "2": "o_b_proj"},
@@ -159,11 +159,9 @@ def from_seed_state_dict(sd: dict, o_variant: str | None) -> dict:
 def load_seed_checkpoint(model_dir, model_cfg) -> DeepseekV3OForCausalLM:
     "A `DeepseekV3OForCausalLM` from a folder the seed saved (safetensors) and its config file or `model` section."
     cfg, d = seed_config(model_cfg), Path(model_dir)
-    files = [d / "model.safetensors"] if (d / "model.safetensors").is_file() else \
-        [d / f for f in sorted(set(read_json(d / "model.safetensors.index.json")["weight_map"].values()))] \
-        if (d / "model.safetensors.index.json").is_file() else []
-    if not files: raise FileNotFoundError(f"{d}: no model.safetensors or model.safetensors.index.json")
-    sd = {k: v for f in files for k, v in load_file(str(f)).items()}
+    index = d / "model.safetensors.index.json"                      # sharded, else one file (a missing one names its path)
+    files = sorted(set(read_json(index)["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    sd = {k: v for f in files for k, v in load_file(str(d / f)).items()}
     model = DeepseekV3OForCausalLM(cfg)
     model.load_state_dict(from_seed_state_dict(sd, cfg.o_variant if cfg.o_latent_dim else None), strict=True)
     return model.eval()
