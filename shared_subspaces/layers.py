@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from .config import SharedSpaceConfig
 
-# %% ../nbs/01b_layers.ipynb #8a42d4d3
+# %% ../nbs/01b_layers.ipynb #fcf1be8f
 class RMSNorm(nn.Module):
     "RMSNorm over the last dim in fp32; `shape` is the gain's shape (`dim`, or `(heads, dim)` for per-head norms)."
     def __init__(self, shape: int | tuple, eps: float = 1e-6):
@@ -64,27 +64,45 @@ class VocabEmbedding(nn.Module):
 
 class LinearCrossEntropy(torch.autograd.Function):
     """`cross_entropy(h @ W.T, targets)` chunk by chunk: each chunk's logits are made, turned into their gradient
-    (softmax - one-hot) and multiplied back at once, so the `[N, V]` logits and their log-softmax are never stored."""
+    (softmax - one-hot) and multiplied back at once, so the `[N, V]` logits and their log-softmax are never stored.
+    One fp32 `[chunk, V]` buffer serves every chunk and all softmax steps run in place: on CPU a fresh 100 MB
+    tensor per step costs more in page faults than the arithmetic on it."""
     @staticmethod
     def forward(ctx, h, W, targets, chunk: int = 512):
+        dev = h.device.type
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype   # matmul dtype
+        lowp = cdt != torch.float32
         valid = targets != -100
-        n = valid.sum().clamp(min=1)
+        w = valid.float() / valid.sum().clamp(min=1)                          # [N] each token's share of the mean
         grads = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        gh, gW = (torch.zeros_like(h), torch.zeros_like(W)) if grads else (None, None)
+        gh, gW = (torch.empty_like(h), torch.zeros_like(W)) if grads else (None, None)
+        hx, Wx = h.to(cdt), W.to(cdt)
+        z = torch.empty(min(chunk, len(h)), W.shape[0], dtype=torch.float32, device=h.device)   # [c, V], reused
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        for i in range(0, h.shape[0], chunk):
-            hc, tc, mc = h[i:i + chunk], targets[i:i + chunk].clamp(min=0), valid[i:i + chunk]
-            z = F.linear(hc, W).float()                                       # [c, V]
-            lse = z.logsumexp(-1)
-            loss += ((lse - z.gather(1, tc[:, None])[:, 0]) * mc).sum()
-            if grads:
-                p = z.sub_(lse[:, None]).exp_()                               # softmax, in place
-                p[torch.arange(len(tc), device=p.device), tc] -= 1
-                p = (p * mc[:, None]).to(h.dtype)
-                gh[i:i + chunk] = p @ W
-                torch.addmm(gW, p.T, hc, out=gW)                           # (out=, not addmm_: FLOP counters see it)
-        if grads: ctx.save_for_backward(gh / n, gW / n)
-        return loss / n
+        with torch.autocast(dev, enabled=False):
+            for i in range(0, len(h), chunk):
+                hc, tc, wc = hx[i:i + chunk], targets[i:i + chunk].clamp(min=0), w[i:i + chunk]
+                zc, rows = z[:len(hc)], torch.arange(len(hc), device=h.device)
+                if lowp: zc.copy_(hc @ Wx.T)
+                else: torch.mm(hc, Wx.T, out=zc)                               # logits [c, V]
+                m = zc.amax(-1, keepdim=True)
+                zt = zc[rows, tc] - m[:, 0]                                   # target logit - max
+                s = zc.sub_(m).exp_().sum(-1)                                 # zc: exp(z - max)
+                loss += ((s.log() - zt) * wc).sum()
+                if not grads: continue
+                p = zc.div_(s[:, None])                                       # softmax, in place
+                p[rows, tc] -= 1                                              # d loss / d logits, unweighted
+                hw = hc * wc[:, None].to(cdt)                                 # weights applied on the small side
+                if lowp:
+                    p = p.to(cdt)
+                    gh[i:i + chunk] = p @ Wx
+                    gW += p.T @ hw
+                else:
+                    torch.mm(p, Wx, out=gh[i:i + chunk])
+                    torch.addmm(gW, p.T, hw, out=gW)                           # (out=, not addmm_: FLOP counters see it)
+                gh[i:i + chunk] *= wc[:, None]
+        if grads: ctx.save_for_backward(gh, gW)
+        return loss
 
     @staticmethod
     def backward(ctx, g):
