@@ -292,16 +292,19 @@ def scale_suite(a, peak) -> list:
                              "GFLOP/step": f"{flops[v] / 1e9:.1f}", "MFU": f"{flops[v] / sec[v][0] / peak:.0%}",
                              "speed-up predicted": f"{predicted:.3f}", "speed-up counted": f"{flops['mha'] / flops[v]:.3f}",
                              "speed-up measured": f"{measured:.3f}", "measured/predicted": f"{measured / predicted:.0%}",
+                             "speed-up range": f"{sec['mha'][1] / sec[v][2]:.2f}..{sec['mha'][2] / sec[v][1]:.2f}",
                              "_pred": predicted, "_meas": measured, "_flops": pred[v], "_tps": ntok / sec[v][0],
+                             "_range": (sec["mha"][1] / sec[v][2], sec["mha"][2] / sec[v][1]),
                              "_params": st.params})
             del steps; gc.collect()
     return rows
 
 def report_scale(rows, plot=None):
     cols = ["family", "size", "model", "params (M)", "batch", "tokens/s", "GFLOP/step", "MFU", "speed-up predicted",
-            "speed-up counted", "speed-up measured", "measured/predicted"]
+            "speed-up counted", "speed-up measured", "speed-up range", "measured/predicted"]
     print("Scale: training tokens/s, median (min..max over rounds), speed-up vs MHA of the same size (predicted: "
-          "closed-form FLOPs/token; counted: FlopCounterMode):\n" + table(rows, cols) + "\n")
+          "closed-form FLOPs/token; counted: FlopCounterMode; measured: ratio of medians; range: its extremes over the "
+          "rounds, MHA's fastest / this one's slowest to the reverse):\n" + table(rows, cols) + "\n")
     by = {(r["family"], r["size"], r["model"]): r for r in rows}
     for family, size in dict.fromkeys((r["family"], r["size"]) for r in rows):
         if size == "gpt2":
@@ -332,7 +335,8 @@ def plot_scale(rows, path):
         for i, v in enumerate(VARIANTS[1:]):
             vr = [r for r in fr if r["model"] == v]
             x = [next(m["_params"] for m in fr if m["size"] == r["size"] and m["model"] == "mha") / 1e6 for r in vr]
-            ax.plot(x, [r["_meas"] for r in vr], "o-", color=f"C{i}", label=f"{v} measured")
+            err = [[r["_meas"] - r["_range"][0] for r in vr], [r["_range"][1] - r["_meas"] for r in vr]]
+            ax.errorbar(x, [r["_meas"] for r in vr], yerr=err, fmt="o-", capsize=3, color=f"C{i}", label=f"{v} measured")
             ax.plot(x, [r["_pred"] for r in vr], "x--", color=f"C{i}", label=f"{v} FLOP-predicted")
         ax.axhline(1, color="grey", lw=0.5); ax.set_xscale("log"); ax.set_title(family)
         ax.set_xlabel("MHA parameters (M)")
@@ -547,19 +551,20 @@ def main():
     ap.add_argument("--batches", type=positive, nargs="+", default=[1, 4, 16, 32], help="decode_sweep: batch sizes")
     ap.add_argument("--decode-steps", type=positive, default=8, help="decode_sweep: timed decode steps per round")
     ap.add_argument("--ft-batches", type=positive, default=20, help="finetune: SST-2 batches per timed round")
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--json", help="also write the results here (default with --out: beside it, as .json)")
     ap.add_argument("--out", help="also write everything printed here (with the date and machine)")
     ap.add_argument("--one", nargs=2, metavar=("SUITE", "MODEL"), help=argparse.SUPPRESS)   # internal: one isolated run
     a = ap.parse_args()
     if DEV == "cpu" and a.sdpa not in CPU_SDPA:
         ap.error(f"--sdpa {a.sdpa}: no such kernel on cpu; allowed here: {', '.join(CPU_SDPA)}")
     a.contexts, a.batches = sorted(set(a.contexts)), sorted(set(a.batches))
+    if a.out and not a.json: a.json = str(Path(a.out).with_suffix(".json"))
     with sdpa_kernel(list(dict.fromkeys([SDPA[a.sdpa], SDPBackend.MATH]))) if a.sdpa != "auto" else contextlib.nullcontext():
         if a.one: return measure_one(*a.one, a)
         run(a)
 
 def run(a):
-    only = set(a.only or SUITE_NAMES)
+    only, t0 = set(a.only or SUITE_NAMES), time.perf_counter()
     if a.out: sys.stdout = Tee(a.out)
     peak = matmul_peak(torch.bfloat16 if a.bf16 else torch.float32)
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: python benchmarks/bench.py {' '.join(sys.argv[1:])}\n# {machine()}")
@@ -612,6 +617,7 @@ def run(a):
     if "finetune" in only:
         rows = finetune_suite(a, peak); out["finetune"] = rows
         report_finetune(rows, a)
+    print(f"# all suites took {(time.perf_counter() - t0) / 60:.1f} min")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1, default=str))
 
