@@ -20,7 +20,7 @@ from .layers import RMSNorm, SwiGLU, VocabEmbedding, make_mask, check_backend
 from .attention import HeadsOut, OutputSubspace, make_attention
 from .rope import RotaryEmbedding
 
-# %% ../nbs/01e_model.ipynb #2d43fdd9
+# %% ../nbs/01e_model.ipynb #cfe8e224
 class Block(nn.Module):
     "Pre-norm transformer block: attention (variant per layer) and SwiGLU."
     def __init__(self, cfg: SharedSpaceConfig, layer_idx: int):
@@ -69,9 +69,10 @@ class SharedSpaceModel(SharedSpacePreTrainedModel):
         if attention_mask is not None and attention_mask.shape[-1] != past + T:
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds {past} and "
                              f"input_ids adds {T}: pass the cache that goes with this mask (`cache=` or `past_key_values=`)")
-        if position_ids is None: position_ids = torch.arange(past, past + T, device=input_ids.device)[None]
+        own = position_ids is None                                          # then every position is < past + T
+        if own: position_ids = torch.arange(past, past + T, device=input_ids.device)[None]
         x = self.embed(input_ids)
-        cos, sin = self.rope(position_ids, x.dtype)
+        cos, sin = self.rope(position_ids, x.dtype, past + T if own else None)
         rope = (cos[:, None], sin[:, None])                                 # [B|1, 1, T, R/2]
         mask = make_mask(attention_mask, T, past + T, causal, x.device)
         for layer in self.layers: x = layer(x, rope, mask, causal, cache)

@@ -49,7 +49,7 @@ def yarn_softmax_scale(head_dim: int, scaling: dict | None = None) -> float:
         scale *= _yarn_mscale(scaling["factor"], scaling["mscale_all_dim"]) ** 2
     return scale
 
-# %% ../nbs/00_rope.ipynb #2eb78e12
+# %% ../nbs/00_rope.ipynb #0c321d97
 class RotaryEmbedding:
     """cos/sin tables `[T, R/2]` for `rope_dims` rotated dims, built lazily per (device, dtype) and grown on demand.
     It holds no tensors of its own, so models built on the meta device (HF `from_pretrained`) need no re-init."""
@@ -66,9 +66,10 @@ class RotaryEmbedding:
             self._tables[key] = ((ang.cos() * factor).to(dtype), (ang.sin() * factor).to(dtype))
         return self._tables[key]
 
-    def __call__(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32):
-        "cos, sin for integer `positions` of any shape -> `[*positions.shape, R/2]` each."
-        cos, sin = self._table(positions.device, dtype, int(positions.max()) + 1)
+    def __call__(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32, length: int | None = None):
+        """cos, sin for integer `positions` of any shape -> `[*positions.shape, R/2]` each. `length` (every position is
+        below it), when the caller knows it, spares reading `positions.max()`: a device sync and a torch.compile graph break."""
+        cos, sin = self._table(positions.device, dtype, length or int(positions.max()) + 1)
         return cos[positions], sin[positions]
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
