@@ -7,13 +7,13 @@ __all__ = ['PRETRAINED', 'CLASSIFIERS', 'CAUSAL_LMS', 'USER_ERRORS', 'model_fold
            'run', 'main']
 
 # %% ../nbs/05f_cli.ipynb #7b8bf205
-import argparse, json, sys, time
+import argparse, io, json, sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from transformers import AutoTokenizer
 from .config import read_json, unknown_keys
-from .trainer import TrainConfig, FolderBusy, Interrupted
+from .trainer import TrainConfig, FolderBusy, Interrupted, check_weights, write_file
 from .train import (FAMILIES, family_of, load_run_config, run_settings, pretrain, finetune_sst2, classify,
                                     load_classifier)
 from .evaluation import lm_eval_run
@@ -27,7 +27,7 @@ CLASSIFIERS = tuple(f.classifier.__name__ for f in FAMILIES.values())          #
 CAUSAL_LMS = {f.lm.__name__: f.lm for f in FAMILIES.values() if f.causal}     # `eval`
 
 def model_folder(path, allowed: tuple, command: str) -> tuple[Path, str]:
-    "The folder and its architecture, if `config.json` there names one in `allowed`; else an error saying what is wrong."
+    "The folder and its architecture, if `config.json` there names one in `allowed` and its weights are whole; else an error saying what is wrong."
     p = Path(path)
     if not p.is_dir(): raise FileNotFoundError(f"{p}: no such folder (`ssub {command}` takes a saved model folder)")
     if not (p / "config.json").is_file():
@@ -36,17 +36,24 @@ def model_folder(path, allowed: tuple, command: str) -> tuple[Path, str]:
     arch = (read_json(p / "config.json").get("architectures") or [None])[0]
     if arch not in allowed:
         raise ValueError(f"{p}: holds a {arch or 'model of unknown architecture'}; ssub {command} needs one of {allowed}")
+    check_weights(p)
     return p, arch
 
 # %% ../nbs/05f_cli.ipynb #c1100009
 def read_sentences(path) -> pd.DataFrame:
-    "A `sentence` column (and `label`, if the file has one) from a TSV with a header, or one sentence per line."
+    "A `sentence` column (and `label`, if the file has one) from a UTF-8 TSV with a header, or one sentence per line."
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"{p}: no such file")
-    lines = p.read_text().splitlines()
+    raw = p.read_bytes()
+    try: text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = raw.rfind(b"\n", 0, e.start) + 1                     # the line's; what precedes the byte decodes
+        line, col = raw.count(b"\n", 0, e.start) + 1, len(raw[start:e.start].decode()) + 1
+        raise ValueError(f"{p}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {col}): save it as UTF-8") from None
+    lines = text.splitlines()
     header = lines[0].split("\t") if lines else []
     if "sentence" in header:
-        df = pd.read_csv(p, sep="\t", quoting=3, keep_default_na=False, dtype={"sentence": str})
+        df = pd.read_csv(io.StringIO(text), sep="\t", quoting=3, keep_default_na=False, dtype={"sentence": str})
     elif "\t" in (lines[0] if lines else ""):
         raise ValueError(f"{p}: a TSV needs a header with a 'sentence' column; header: {header}")
     else: df = pd.DataFrame({"sentence": [l for l in lines if l.strip()]})
@@ -68,7 +75,7 @@ def predict_file(model_dir, path, out=None, batch_size: int = 64) -> dict:
         if bad: raise ValueError(f"{path}: label values {bad[:5]} are not class ids or names; allowed: {sorted(ids)}")
         res["accuracy"] = float((np.array([ids[str(l)] for l in df.label]) == probs.argmax(-1)).mean())
     out = Path(out) if out else Path(path).with_suffix(".predictions.tsv")
-    df.to_csv(out, sep="\t", index=False)
+    write_file(out, lambda p: df.to_csv(p, sep="\t", index=False))
     return {**res, "predictions": str(out)}
 
 # %% ../nbs/05f_cli.ipynb #92bc11f0
@@ -104,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=None)
     s = add("compare", "train configs over seeds; print the results table with paired statistics")
     s.add_argument("configs", nargs="*", help="config files (default: the preset's, e.g. configs/cpu/*.json)")
-    s.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2]); s.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    s.add_argument("--seeds", nargs="*", type=int, help="default: the preset's (cpu: 0-4)"); s.add_argument("--preset", default="cpu", choices=list(PRESETS))
     s.add_argument("--baseline", help="config the others are compared with (default: the first MHA config)")
     s.add_argument("--out", default="runs/compare")
     s.add_argument("--pretrain", nargs="*", metavar="KEY=VALUE", help="pre-training overrides")
@@ -145,7 +152,7 @@ def run(a):
             d, _ = model_folder(a.model_dir, ("BertModel", "BertForMaskedLM", "BertForSequenceClassification"), "convert")
             model, tok = AutoModel.from_pretrained(d), AutoTokenizer.from_pretrained(d)
         df = conversion_study(model, tok, study_sentences(a.sentences), a.ranks, a.sides)
-        if a.out: df.to_csv(a.out, index=False)
+        if a.out: write_file(a.out, lambda p: df.to_csv(p, index=False))
         print(df.round(4).to_string(index=False))
     elif a.cmd == "eval":
         d, arch = model_folder(a.model_dir, tuple(CAUSAL_LMS), "eval")

@@ -6,10 +6,11 @@
 __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EXAMPLES', 'REL_TOL', 'check_choice',
            'check_number', 'check_positive', 'check_bool', 'register_attention', 'variant_fields', 'config_fields',
            'own_signature', 'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config', 'atomic_write',
-           'tiny_config', 'variant_examples', 'rel_err', 'test_near']
+           'atomic_dir', 'tiny_config', 'variant_examples', 'rel_err', 'test_near']
 
 # %% ../nbs/01a_config.ipynb #fdbbf226
-import dataclasses, difflib, inspect, json, linecache, math, os, sys, tempfile
+import dataclasses, difflib, inspect, json, linecache, math, os, shutil, sys, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
@@ -216,9 +217,27 @@ def atomic_write(path: Path, write):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)                                   # as `open` would make it, not mkstemp's 0600
     try: write(tmp); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+# %% ../nbs/01a_config.ipynb #a7d1c0f1
+@contextmanager
+def atomic_dir(path, tmp=None):
+    """Write a folder whole or not at all: the block writes into `tmp` (default `.<name>.tmp-<pid>` beside `path`,
+    hidden and unlike any finished name), which then replaces `path`; if the block fails, `tmp` is removed and
+    `path` stays as it was."""
+    path = Path(path); tmp = Path(tmp) if tmp else path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if path.exists(): os.replace(path, old)                 # rename(2) replaces only an empty folder
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01a_config.ipynb #93b6020d
 ROPE_EXAMPLES = {"partial8": dict(rope_dims=8), "full": {},
@@ -240,7 +259,8 @@ REL_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch
 
 def rel_err(actual, expected) -> float:
     "Largest `|actual - expected|` over the largest `|expected|` (over 1 where `expected` is all zeros)."
-    a, e = (torch.as_tensor(x).detach().cpu().double() for x in (actual, expected))
+    a, e = (x.detach().cpu().double() if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float64)
+            for x in (actual, expected))                                   # Python floats and numpy arrays: no fp32 detour
     if a.shape != e.shape: raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(e.shape)}")
     if not e.numel(): return 0.0
     return (a - e).abs().max().item() / (e.abs().max().item() or 1.0)

@@ -24,7 +24,8 @@ from .encoder import (SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM,
 from .decoder import (SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM,
                                       SharedSpaceDecoderForSequenceClassification, last_token)
 from .data import load_sst2, bert_tokenizer, gpt2_tokenizer, packed, batch_padding_fraction, MLMCollator
-from .trainer import TrainConfig, SafeTrainer, MetricsFile, run_folder, training_args, run_trainer
+from .trainer import (TrainConfig, SafeTrainer, MetricsFile, run_folder, training_args, run_trainer, write_dir,
+                                      write_file)
 
 # %% ../nbs/05c_train.ipynb #19184e5e
 from .hf import DeepseekV3OConfig, DeepseekV3OForCausalLM, DeepseekV3OForSequenceClassification
@@ -142,7 +143,7 @@ def _best(trainer) -> dict:
 
 def _record(d, out: dict, cfg: TrainConfig):
     "results.json: the results and every setting of the run (the protocol's included)."
-    (d / "results.json").write_text(json.dumps({**out, "settings": dataclasses.asdict(cfg)}, indent=1))
+    write_file(d / "results.json", lambda p: Path(p).write_text(json.dumps({**out, "settings": dataclasses.asdict(cfg)}, indent=1)))
 
 def make_model(model_cfg, task: str):
     "A fresh model for `task` ('mlm' or 'clm': the family's pre-training task, or 'cls') from a model config."
@@ -154,9 +155,10 @@ def make_model(model_cfg, task: str):
 
 def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, model=None, callbacks=()) -> dict:
     """MLM (encoder) or CLM (decoder) pre-training; returns metrics and leaves `final/` (the last model, or the best
-    evaluation's with a `best_metric`) in output_dir. `model_cfg` is a model config (`cfg`: a `TrainConfig` or a dict
-    of its fields), or a config file: then the file's `pretrain` section (on its protocol's) gives the settings, `cfg`
-    (a dict) overrides them, and output_dir defaults to `runs/<file name>`."""
+    evaluation's with a `best_metric`) and `results.json` in output_dir, each written whole or not at all. `model_cfg`
+    is a model config (`cfg`: a `TrainConfig` or a dict of its fields), or a config file: then the file's `pretrain`
+    section (on its protocol's) gives the settings, `cfg` (a dict) overrides them, and output_dir defaults to
+    `runs/<file name>`."""
     if isinstance(model_cfg, (str, Path)):
         if isinstance(cfg, TrainConfig): raise TypeError("with a config file, pretrain takes a dict of overrides, not a TrainConfig")
         path = model_cfg
@@ -195,8 +197,7 @@ def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, m
                "train_s": wall, "steps": res.global_step, "padding_fraction": pad,
                "dropped_fraction": pstats["dropped_fraction"], **fam.metric(model, evals, collator, ev["eval_loss"]),
                **_best(trainer)}
-        trainer.save_model(str(d / "final"))
-        tok.save_pretrained(str(d / "final"))
+        with write_dir(d / "final") as f: trainer.save_model(str(f)); tok.save_pretrained(str(f))
         _record(d, out, cfg)
     return out
 
@@ -237,10 +238,11 @@ class LabelWordClassifier(nn.Module):
         return clf
 
 def save_classifier(model, tokenizer, out_dir, prompt: str = "{}"):
-    "An HF classifier folder: weights (safetensors), config with SST-2's label names, tokenizer, and the prompt."
+    """An HF classifier folder: weights (safetensors), config with SST-2's label names, tokenizer, and the prompt;
+    written whole or not at all (`write_dir`)."""
     model.config.id2label = dict(enumerate(LABELS)); model.config.label2id = {l: i for i, l in enumerate(LABELS)}
-    model.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
-    (Path(out_dir) / CLASSIFIER_FILE).write_text(json.dumps({"prompt": prompt}))
+    with write_dir(out_dir) as d:
+        model.save_pretrained(d); tokenizer.save_pretrained(d); (d / CLASSIFIER_FILE).write_text(json.dumps({"prompt": prompt}))
 
 def sst2_splits(split: str = "dev") -> tuple:
     """SST-2 `(train, validation, test)` for `sst2_split`: "dev": all of GLUE train, GLUE dev, no test; "seed": the
@@ -300,8 +302,9 @@ def finetune_sst2(pretrained, cfg: TrainConfig, tokenizer) -> dict:
             _, vacc, vloss = _scores(clf, tokenizer, prompt, val_text, cfg.batch_size)
             trainer.log({"eval_loss": vloss, "eval_accuracy": vacc, "test_loss": loss, "test_accuracy": acc})
             split.update(sst2_train_sentences=len(train), sst2_val_sentences=len(val), sst2_val_accuracy=vacc, sst2_val_loss=vloss)
-        pd.DataFrame({"sentence": dev_text["sentence"], "label": dev_text["label"], "prediction": probs.argmax(-1),
-                      "p_positive": probs[:, 1].round(6)}).to_csv(d / "dev_predictions.tsv", sep="\t", index=False)
+        preds = pd.DataFrame({"sentence": dev_text["sentence"], "label": dev_text["label"], "prediction": probs.argmax(-1),
+                              "p_positive": probs[:, 1].round(6)})
+        write_file(d / "dev_predictions.tsv", lambda p: preds.to_csv(p, sep="\t", index=False))
         out = {"sst2_accuracy": acc, "sst2_eval_loss": loss,
                "sst2_dev_sentences": len(dev_text), "sst2_steps": trainer.state.global_step,
                "sst2_tokens_per_s": res.metrics["train_samples_per_second"] * np.mean([len(i) for i in train["input_ids"]]),
