@@ -13,7 +13,7 @@ def destination(md: str, where: Path) -> Path:
     "results/<preset> for a run on the machine's own kernels, results/<preset>-<kernels> for forced ones."
     m = re.match(r"Preset `(\w+)`", md)
     if m is None: raise SystemExit(f"{where}: not written by ssub compare (no 'Preset `...`' line)")
-    k = re.search(r"(\w+) kernels \(ATEN_CPU_CAPABILITY", md)
+    k = re.search(r"(\w+) kernels \(", md)                       # any forcing variable: another kernel set
     return ROOT / "results" / (m.group(1) + (f"-{k.group(1).lower()}" if k else ""))
 
 def publish(run_dir: str) -> Path:
