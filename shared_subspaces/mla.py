@@ -105,4 +105,6 @@ class MLAO(SharedOutput, MLA):
     "MLA with a shared output latent (`OutputSubspace`) in place of the per-head output projection."
     examples = {"mla_o": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24),
                 **{f"mla_o_{v}": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24, o_variant=v)
-                   for v in O_VARIANTS if v != "plain"}}
+                   for v in O_VARIANTS if v != "plain"},
+                "mla_o_g2": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24, o_groups=2),        # DeepSeek-V4's grouping
+                "mla_o_woabnorm_g2": dict(q_latent_dim=24, kv_latent_dim=16, o_latent_dim=24, o_groups=2, o_variant="woabnorm")}
