@@ -152,7 +152,7 @@ def attend(q, k, v, mask, causal: bool, scale: float, backend: str = "sdpa", dro
         s = (q @ k.transpose(-1, -2)) * scale                                   # [B, H, Tq, Tk]
         if causal: mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
         if mask is not None: s = s.masked_fill(~mask, float("-inf"))
-        if sinks is not None: s = torch.cat((s, sinks.to(s.dtype)[:, None, None].expand(*s.shape[:-1], 1)), -1)
+        if sinks is not None: s = torch.cat((s.float(), sinks.float()[:, None, None].expand(*s.shape[:-1], 1)), -1)
         p = s.softmax(-1, dtype=torch.float32)
         o = F.dropout((p if sinks is None else p[..., :-1]).to(q.dtype), dropout) @ v
     else:  # flash_attention_2: [B, T, H, D] layout, equal qk/v head dims, no arbitrary mask

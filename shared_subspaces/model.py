@@ -41,6 +41,7 @@ class SharedSpacePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _supports_sdpa = True
     _no_split_modules = ["Block"]
+    _keep_in_fp32_modules_strict = ["sinks"]                                    # as HF's DeepSeek-V4
 
     def _init_weights(self, module):
         super()._init_weights(module)

@@ -18,8 +18,9 @@ from .rope import apply_rope
 @register_attention("shared_kv")
 class SharedKV(Attention):
     "Shared key-value attention: one tensor per k/v head is key and value (DeepSeek-V4's read path), unit-RMS query heads."
-    fields = {"q_latent_dim": None, "num_key_value_heads": None, "attention_sinks": False, "sliding_window": None}
-    examples = {"shared_kv": dict(q_latent_dim=24, attention_sinks=True, sliding_window=3),
+    fields = {"q_latent_dim": None, "num_key_value_heads": None, "attention_sinks": False,
+              "attention_window": None}   # not HF's `sliding_window`, which generate() applies to every layer's cache
+    examples = {"shared_kv": dict(q_latent_dim=24, attention_sinks=True, attention_window=3),
                 "shared_kv_gta": dict(num_key_value_heads=2)}
 
     @classmethod
@@ -33,7 +34,12 @@ class SharedKV(Attention):
         if cfg.num_attention_heads % cls.kv_heads(cfg):
             raise ValueError(f"num_key_value_heads={cfg.num_key_value_heads} must divide num_attention_heads={cfg.num_attention_heads}")
         check_bool("attention_sinks", cfg.attention_sinks)
-        check_positive("sliding_window", cfg.sliding_window, optional=True)
+        check_positive("attention_window", cfg.attention_window, optional=True)
+        if cfg.attn_backend == "flash_attention_2" and (cfg.attention_sinks or cfg.attention_window):
+            raise ValueError("attention_sinks and attention_window need attn_backend 'sdpa' or 'eager'")
+        if cfg.yarn is not None and cfg.rope_mode != "decoupled" and cfg.yarn.get("attention_factor") != 1:
+            raise ValueError(f"yarn needs attention_factor=1 with attention_type={cfg.attention_type!r} (as DeepSeek-V4 sets it): "
+                             "K = V would carry YaRN's magnitude factor into the values, squared by the rotation back")
 
     @classmethod
     def input_count(cls, cfg):
@@ -50,8 +56,8 @@ class SharedKV(Attention):
 
     @classmethod
     def mean_keys(cls, cfg, seq_len: int, causal: bool) -> float:
-        if cfg.sliding_window is None: return super().mean_keys(cfg, seq_len, causal)
-        W, T = cfg.sliding_window, seq_len
+        if cfg.attention_window is None: return super().mean_keys(cfg, seq_len, causal)
+        W, T = cfg.attention_window, seq_len
         if causal: return sum(min(t + 1, W) for t in range(T)) / T
         return sum(min(t, W - 1) + min(T - 1 - t, W - 1) + 1 for t in range(T)) / T
 
@@ -61,7 +67,7 @@ class SharedKV(Attention):
 
     def __init__(self, cfg, layer_idx):
         super().__init__(cfg, layer_idx)
-        H, Cq, self.Hkv, self.window = self.H, cfg.q_latent_dim, self.kv_heads(cfg), cfg.sliding_window
+        H, Cq, self.Hkv, self.window = self.H, cfg.q_latent_dim, self.kv_heads(cfg), cfg.attention_window
         # one matmul for every projection that reads x: [q latent (or q) | k=v heads | shared rope key]
         self.sizes = [Cq or H * self.Dqk, self.Hkv * self.Dh] + ([self.R] if self.decoupled else [])
         self.a_proj = nn.Linear(cfg.hidden_size, sum(self.sizes), bias=False)
@@ -104,4 +110,4 @@ class SharedKV(Attention):
 @register_attention("shared_kv_o")
 class SharedKVO(SharedOutput, SharedKV):
     "Shared key-value attention writing into a (grouped) shared output latent: DeepSeek-V4's attention, less its compressors."
-    examples = {"shared_kv_o": dict(q_latent_dim=24, o_latent_dim=24, o_groups=2, attention_sinks=True, sliding_window=3)}
+    examples = {"shared_kv_o": dict(q_latent_dim=24, o_latent_dim=24, o_groups=2, attention_sinks=True, attention_window=3)}
