@@ -9,9 +9,9 @@ __all__ = ['O_VARIANTS', 'fold_heads', 'GroupedLinear', 'grouped_linear', 'Heads
 # %% ../nbs/01c_attention.ipynb #12a285c4
 import torch
 from torch import nn
-from .config import SharedSpaceConfig, ATTENTION, register_attention, check_choice, check_positive
+from .config import SharedSpaceConfig, ATTENTION, register_attention, check_choice, check_positive, check_divides
 from .layers import RMSNorm, attend, check_backend
-from .rope import RotaryEmbedding, apply_rope, yarn_softmax_scale
+from .rope import apply_rope, yarn_softmax_scale
 
 # %% ../nbs/01c_attention.ipynb #fcfb38b7
 O_VARIANTS = ("plain", "norm", "head_norm", "woabnorm", "woabnorm_shared")
@@ -109,8 +109,8 @@ class OutputSubspace(nn.Module):
 def check_groups(heads: int, o_latent_dim: int, groups: int):
     "`o_groups` must be a positive integer dividing both the heads and the latent, else `ValueError` naming it."
     check_positive("o_groups", groups)
-    for name, n in (("num_attention_heads", heads), ("o_latent_dim", o_latent_dim)):
-        if n % groups: raise ValueError(f"o_groups={groups} must divide {name}={n}")
+    check_divides("o_groups", groups, "num_attention_heads", heads)
+    check_divides("o_groups", groups, "o_latent_dim", o_latent_dim)
 
 # %% ../nbs/01c_attention.ipynb #4fce1079
 class Attention(nn.Module):
@@ -136,7 +136,7 @@ class Attention(nn.Module):
 
     @classmethod
     def input_count(cls, cfg) -> tuple[int, int]:
-        "(weights, of which norm gains) of everything before the output projection."
+        "(weights, of which elementwise: norm gains, sinks) of everything before the output projection."
         raise NotImplementedError
 
     @classmethod
@@ -147,7 +147,7 @@ class Attention(nn.Module):
     def params(cls, cfg) -> int: return cls.input_count(cfg)[0] + cls.output_count(cfg)[0]
 
     @classmethod
-    def norm_params(cls, cfg) -> int: return cls.input_count(cfg)[1] + cls.output_count(cfg)[1]
+    def elementwise_params(cls, cfg) -> int: return cls.input_count(cfg)[1] + cls.output_count(cfg)[1]
 
     @classmethod
     def mean_keys(cls, cfg, seq_len: int, causal: bool) -> float:
@@ -156,9 +156,9 @@ class Attention(nn.Module):
 
     @classmethod
     def flops_per_token(cls, cfg, ctx: float) -> float:
-        "Forward FLOPs per token: 2 per weight outside norms, plus scores and mixing over `ctx` keys."
+        "Forward FLOPs per token: 2 per matmul weight (all but the elementwise ones), plus scores and mixing over `ctx` keys."
         H, Dqk, Dh = cfg.num_attention_heads, cfg.qk_head_dim, cfg.head_dim
-        return 2 * (cls.params(cfg) - cls.norm_params(cfg)) + 2 * H * (Dqk + Dh) * ctx
+        return 2 * (cls.params(cfg) - cls.elementwise_params(cfg)) + 2 * H * (Dqk + Dh) * ctx
 
     @classmethod
     def cache_per_token(cls, cfg) -> int:
@@ -264,7 +264,7 @@ class GQA(MHA):
         n, H = cfg.num_key_value_heads, cfg.num_attention_heads
         if n is None: raise ValueError("num_key_value_heads is required for attention_type='gqa'")
         check_positive("num_key_value_heads", n)
-        if H % n: raise ValueError(f"num_key_value_heads={n} must divide num_attention_heads={H}")
+        check_divides("num_key_value_heads", n, "num_attention_heads", H)
 
 @register_attention("mqa")
 class MQA(MHA):

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EXAMPLES', 'REL_TOL', 'check_choice',
-           'check_number', 'check_positive', 'check_bool', 'register_attention', 'variant_fields', 'config_fields',
-           'own_signature', 'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config', 'atomic_write',
-           'atomic_dir', 'tiny_config', 'variant_examples', 'rel_err', 'test_near']
+           'check_number', 'check_positive', 'check_divides', 'check_bool', 'register_attention', 'variant_fields',
+           'config_fields', 'own_signature', 'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config',
+           'atomic_write', 'atomic_dir', 'tiny_config', 'rope_of', 'variant_examples', 'rel_err', 'test_near']
 
 # %% ../nbs/01a_config.ipynb #fdbbf226
 import dataclasses, difflib, inspect, json, linecache, math, os, shutil, sys, tempfile
@@ -16,7 +16,7 @@ import torch
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
-from .rope import check_rope_dims
+from .rope import check_rope_dims, RotaryEmbedding
 
 # %% ../nbs/01a_config.ipynb #cf26f88b
 ROPE_MODES = ("partial", "decoupled")
@@ -41,6 +41,10 @@ def check_positive(name: str, value, optional: bool = False):
     if value is None and optional: return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+
+def check_divides(name: str, value: int, of_name: str, of: int):
+    "`value` must divide `of`, else `ValueError` naming both fields."
+    if of % value: raise ValueError(f"{name}={value} must divide {of_name}={of}")
 
 def check_bool(name: str, value):
     if not isinstance(value, bool): raise ValueError(f"{name} must be true or false, got {value!r}")
@@ -248,6 +252,11 @@ def tiny_config(cls=None, **kw):
     base = dict(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
                 max_position_embeddings=32)
     return (cls or SharedSpaceConfig)(**{**base, **kw})
+
+def rope_of(cfg, T: int, first: int = 0):
+    "(cos, sin) `[1, 1, T, R/2]` of `cfg`'s RoPE for positions `first`..`first+T-1`, as the trunk hands them to attention."
+    cos, sin = RotaryEmbedding(cfg.rope_dims, cfg.rope_theta, cfg.rope_scaling_dict)(torch.arange(first, first + T))
+    return cos[None, None], sin[None, None]
 
 def variant_examples() -> dict[str, dict]:
     "Every registered variant's own examples, by name, each with its `attention_type`."

@@ -9,7 +9,7 @@ __all__ = ['SharedKV', 'SharedKVO']
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import register_attention, check_positive, check_bool
+from .config import register_attention, check_positive, check_bool, check_divides
 from .layers import RMSNorm, attend, window_mask
 from .attention import Attention, SharedOutput, heads
 from .rope import apply_rope
@@ -31,8 +31,7 @@ class SharedKV(Attention):
         super().check_config(cfg)
         check_positive("q_latent_dim", cfg.q_latent_dim, optional=True)
         check_positive("num_key_value_heads", cfg.num_key_value_heads, optional=True)
-        if cfg.num_attention_heads % cls.kv_heads(cfg):
-            raise ValueError(f"num_key_value_heads={cfg.num_key_value_heads} must divide num_attention_heads={cfg.num_attention_heads}")
+        check_divides("num_key_value_heads", cls.kv_heads(cfg), "num_attention_heads", cfg.num_attention_heads)
         check_bool("attention_sinks", cfg.attention_sinks)
         check_positive("attention_window", cfg.attention_window, optional=True)
         if cfg.attn_backend == "flash_attention_2" and (cfg.attention_sinks or cfg.attention_window):
@@ -46,13 +45,8 @@ class SharedKV(Attention):
         D, H, Dh, Dqk, Cq = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.qk_head_dim, cfg.q_latent_dim
         Rk = cfg.rope_dims if cfg.rope_mode == "decoupled" else 0
         n = D * ((Cq or H * Dqk) + cls.kv_heads(cfg) * Dh + Rk) + (Cq * H * Dqk + Cq if Cq else 0) + Dh
-        return n + (H if cfg.attention_sinks else 0), (Cq or 0) + Dh
-
-    @classmethod
-    def flops_per_token(cls, cfg, ctx: float) -> float:
-        H, Dqk, Dh = cfg.num_attention_heads, cfg.qk_head_dim, cfg.head_dim
-        weights = cls.params(cfg) - cls.norm_params(cfg) - (H if cfg.attention_sinks else 0)
-        return 2 * weights + 2 * H * (Dqk + Dh) * ctx
+        sinks = H if cfg.attention_sinks else 0
+        return n + sinks, (Cq or 0) + Dh + sinks
 
     @classmethod
     def mean_keys(cls, cfg, seq_len: int, causal: bool) -> float:

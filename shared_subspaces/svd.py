@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['ADAPTERS', 'AttentionLayer', 'deepseek_layer', 'bert_layer', 'llama_layer', 'gpt2_layer', 'num_layers', 'layer_ids',
            'adapter_for', 'deepseek_v4_layer', 'rank_metrics', 'energy_rank', 'rank_label', 'svals', 'product_svals',
-           'stacked_svals', 'gram_svals', 'group_spectra', 'layer_spectra', 'analyze', 'minilm_dir',
-           'safetensors_header', 'plan_reads']
+           'stacked_svals', 'gram_svals', 'group_spectra', 'layer_spectra', 'analyze', 'minilm_dir', 'plan_reads']
 
 # %% ../nbs/04b_svd.ipynb #764ae4c9
 import json
@@ -17,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .config import atomic_write
-from .checkpoint import Checkpoint, scale_name
+from .checkpoint import Checkpoint, HeaderCheckpoint
 
 # %% ../nbs/04b_svd.ipynb #6ab1c73e
 @dataclass
@@ -273,63 +272,22 @@ def minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 # %% ../nbs/04b_svd.ipynb #8d8fc1ec
-_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.float8_e8m0fnu, "BF16": torch.bfloat16, "F16": torch.float16,
-           "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-
-def safetensors_header(path) -> dict:
-    "The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets), read without the data."
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(f.read(n))
-
-class _HeaderCheckpoint:
-    "A `Checkpoint` look-alike whose tensors are meta tensors of the stored shapes; records every name asked for."
-    def __init__(self, config, weight_map, headers):
-        self.config, self.weight_map, self.headers, self.asked = config, weight_map, headers, []
-    def __contains__(self, name): return name in self.weight_map
-    def raw(self, name):
-        if name not in self.weight_map: raise KeyError(f"{name} is not in the checkpoint")
-        self.asked.append(name)
-        h = self.headers[self.weight_map[name]][name]
-        return torch.empty(h["shape"], dtype=_DTYPES[h["dtype"]], device="meta")
-    def get(self, name):
-        t = self.raw(name)
-        if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2): self.raw(scale_name(name, self) or name + "_scale_inv")
-        return torch.empty(t.shape, device="meta")
-
 def plan_reads(source, layers=None, fold_norms: bool = True, keep_shards: bool = False, revision=None) -> pd.DataFrame:
     """Per layer of `source` (a folder, or a Hub id: headers by HTTP range requests): tensors needed, their bytes, shards
     opened and downloaded, and the disk high-water mark of the shard cache. Reads no weight."""
-    if Path(source).is_dir():
-        d = Path(source)
-        config = json.loads((d / "config.json").read_text())
-        idx = d / "model.safetensors.index.json"
-        wmap = json.loads(idx.read_text())["weight_map"] if idx.exists() else \
-            {k: "model.safetensors" for k in safetensors_header(d / "model.safetensors") if k != "__metadata__"}
-        headers = {f: safetensors_header(d / f) for f in set(wmap.values())}
-        sizes = {f: (d / f).stat().st_size for f in headers}
-    else:
-        from huggingface_hub import hf_hub_download, get_safetensors_metadata
-        config = json.loads(Path(hf_hub_download(source, "config.json", revision=revision)).read_text())
-        meta = get_safetensors_metadata(source, revision=revision)
-        wmap = dict(meta.weight_map)
-        headers = {f: {k: {"dtype": t.dtype, "shape": t.shape, "data_offsets": t.data_offsets} for k, t in m.tensors.items()}
-                   for f, m in meta.files_metadata.items()}
-        sizes = {f: max(t["data_offsets"][1] for t in h.values()) for f, h in headers.items()}
-    ck = _HeaderCheckpoint(config, wmap, headers)
-    adapter = adapter_for(config)
+    ck = HeaderCheckpoint(source, revision)
+    adapter = adapter_for(ck.config)
     cur, on_disk, peak, rows = None, set(), 0, []
     for i in (layer_ids(ck) if layers is None else layers):
         ck.asked = []; adapter(ck, i, fold_norms)
         names = list(dict.fromkeys(ck.asked))
         downloads = 0
         for name in ck.asked:                                  # replay Checkpoint.raw's shard policy
-            f = wmap[name]
+            f = ck.weight_map[name]
             if f == cur: continue
             if cur is not None and not keep_shards: on_disk.discard(cur)
-            if f not in on_disk: downloads += sizes[f]; on_disk.add(f)
-            cur = f; peak = max(peak, sum(sizes[s] for s in on_disk))
-        rows.append({"layer": i, "tensors": names, "n_tensors": len(names),
-                     "tensor_bytes": sum(int(np.diff(headers[wmap[n]][n]["data_offsets"])[0]) for n in names),
-                     "shards": sorted({wmap[n] for n in names}), "download_bytes": downloads, "disk_high_water": peak})
+            if f not in on_disk: downloads += ck.sizes[f]; on_disk.add(f)
+            cur = f; peak = max(peak, sum(ck.sizes[s] for s in on_disk))
+        rows.append({"layer": i, "tensors": names, "n_tensors": len(names), "tensor_bytes": sum(map(ck.nbytes, names)),
+                     "shards": sorted({ck.weight_map[n] for n in names}), "download_bytes": downloads, "disk_high_water": peak})
     return pd.DataFrame(rows)
