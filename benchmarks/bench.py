@@ -26,7 +26,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 import transformers
-from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, DeepseekV3Config,
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
                           DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM, ModernBertConfig, ModernBertForMaskedLM)
 from transformers.cache_utils import DynamicCache
 from shared_subspaces.config import read_json
@@ -36,6 +36,7 @@ from shared_subspaces.encoder import (SharedSpaceEncoderForMaskedLM, SharedSpace
 from shared_subspaces.decoder import SharedSpaceDecoderForCausalLM, load_decoder_config, decode_tokens_per_s
 from shared_subspaces.data import bert_tokenizer, load_sst2
 from shared_subspaces.layers import linear_cross_entropy
+from shared_subspaces.doctor import matmul_peak, deepseek_like, hf_decode_tokens_per_s   # one copy of each
 
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")   # HF's rename notice, once per decode call
@@ -43,15 +44,6 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 def sync():
     if DEV == "cuda": torch.cuda.synchronize()
-
-def matmul_peak(dtype=torch.float32, n=2048, reps=20, warmup=5) -> float:
-    "Measured dense matmul throughput (FLOP/s), median of `reps` after `warmup` (a cold first call reads ~30% low)."
-    a, b = torch.randn(n, n, device=DEV, dtype=dtype), torch.randn(n, n, device=DEV, dtype=dtype)
-    for _ in range(warmup): a @ b
-    ts = []
-    for _ in range(reps):
-        sync(); t = time.perf_counter(); a @ b; sync(); ts.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(ts)
 
 def mlm_batch(vocab, B, T, gen):
     ids = torch.randint(5, vocab, (B, T), generator=gen)
@@ -169,12 +161,6 @@ def _common(cfg):
                 num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                 max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=True)
 
-def deepseek_like(cfg) -> DeepseekV3Config:
-    "HF DeepSeek-V3 (dense, no MTP) with the MLA dims of our decoder config."
-    return DeepseekV3Config(**_common(cfg), q_lora_rank=cfg.q_latent_dim, kv_lora_rank=cfg.kv_latent_dim,
-                            qk_nope_head_dim=cfg.head_dim, qk_rope_head_dim=cfg.rope_dims, v_head_dim=cfg.head_dim,
-                            first_k_dense_replace=cfg.num_hidden_layers, num_mtp_layers=0)
-
 def decoder_suite(a):
     cfg = load_decoder_config(ROOT / "configs/decoder/seed_mla.json")
     H, Dh, common, ds = cfg.num_attention_heads, cfg.head_dim, _common(cfg), deepseek_like(cfg)
@@ -200,16 +186,6 @@ def lm_head_alone(a) -> tuple[float, float]:
     return interleaved({"lm": step}, a.rounds)["lm"], 6 * N * D * V
 
 @torch.no_grad()
-def hf_generate_tps(model, context, steps=16):
-    ids = torch.randint(5, model.config.vocab_size, (1, context), device=DEV)
-    cache = DynamicCache()   # passed as past_key_values, the name both transformers 5.23 and 5.24 take
-    nxt = model(ids, use_cache=True, past_key_values=cache).logits[:, -1:].argmax(-1)
-    t = time.perf_counter()
-    for _ in range(steps):
-        out = model(nxt, past_key_values=cache, use_cache=True); nxt = out.logits[:, -1:].argmax(-1)
-    return steps / (time.perf_counter() - t)
-
-@torch.no_grad()
 def cache_bytes_per_token(model, tokens: int = 64) -> int:
     "Bytes per token (bf16) that a model's DynamicCache really holds after a prefill of `tokens`."
     cache = DynamicCache()
@@ -226,7 +202,7 @@ def decode_suite(a, ds_cfg):
         for _ in range(2):   # two interleaved passes, keep the better
             for name, f in (("ours naive", lambda: decode_tokens_per_s(ours, ctx, 16, absorb=False)),
                             ("ours absorbed", lambda: decode_tokens_per_s(ours, ctx, 16, absorb=True)),
-                            ("HF DeepseekV3 (cached step)", lambda: hf_generate_tps(hf, ctx))):
+                            ("HF DeepseekV3 (cached step)", lambda: hf_decode_tokens_per_s(hf, ctx, 16))):
                 r[name] = max(r.get(name, 0), f())
         rows.append(r)
     mha = SharedSpaceDecoderForCausalLM(load_decoder_config(ROOT / "configs/decoder/seed_mha.json")).to(DEV).eval()
@@ -566,7 +542,7 @@ def main():
 def run(a):
     only, t0 = set(a.only or SUITE_NAMES), time.perf_counter()
     if a.out: sys.stdout = Tee(a.out)
-    peak = matmul_peak(torch.bfloat16 if a.bf16 else torch.float32)
+    peak = matmul_peak(torch.bfloat16 if a.bf16 else torch.float32, n=2048)
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: python benchmarks/bench.py {' '.join(sys.argv[1:])}\n# {machine()}")
     print(f"device {DEV}, threads {torch.get_num_threads()}, torch {torch.__version__}, dtype {'bf16 autocast' if a.bf16 else 'fp32'}"
           f"{', torch.compile' if a.compile else ''}, SDPA kernel {a.sdpa}{' (math where it cannot run)' if a.sdpa not in ('auto', 'math') else ''}; measured matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)

@@ -17,7 +17,8 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
-from .config import SharedSpaceConfig, atomic_write, check_choice
+from .config import SharedSpaceConfig, check_choice
+from .trainer import write_file, main_process
 from .model import param_counts, flops_per_token, kv_cache_per_token
 from .data import load_sst2
 from .train import FAMILIES, PROTOCOLS, load_run_config, run_settings, pretrain, finetune_sst2, sst2_splits
@@ -204,16 +205,17 @@ def estimate_wall_s(plans: dict, files: dict, overhead_s: float = 15.0) -> float
     return total
 
 def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pretrain_overrides=None,
-            finetune_overrides=None, report_to: str | None = None, baseline: str | None = None) -> pd.DataFrame:
+            finetune_overrides=None, report_to: str | None = None, baseline: str | None = None,
+            model_overrides: dict | None = None) -> pd.DataFrame:
     """Pre-train (unless the preset and file skip it) + fine-tune every config file for every seed; returns the
     summary table against `baseline` (default: the first MHA config, else the first), over `seeds` (default: the
     preset's). Settings: the preset, then the file's `pretrain`/`finetune` section, then the overrides and `report_to`
-    (if given). Every run is a row of `runs.csv` as soon as it ends; a rerun skips finished runs."""
+    (if given); `model_overrides` (`{"model.FIELD": value}`) change every file's model. Every run is a row of `runs.csv` as soon as it ends; a rerun skips finished runs."""
     check_choice("preset", preset, tuple(PRESETS))
     seeds = tuple(PRESETS[preset]["seeds"] if seeds is None else seeds)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     runs = pd.read_csv(out / "runs.csv") if (out / "runs.csv").exists() else pd.DataFrame()
-    files = {Path(p).stem: (p, *load_run_config(p)) for p in configs}
+    files = {Path(p).stem: (p, *load_run_config(p, model_overrides)) for p in configs}
     todo = [(n, s) for n in files for s in seeds if not (len(runs) and ((runs.config == n) & (runs.seed == s)).any())]
     extra, plans = ({} if report_to is None else {"report_to": report_to}), {}
     for name, seed in todo:                                                    # every run's settings checked before any run
@@ -241,12 +243,12 @@ def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pr
                **p, **ft, "wall_s": time.perf_counter() - t0, "run_dir": str(run_dir)}
         print(f"[compare] {name} seed {seed}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)), flush=True)
         runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
-        atomic_write(out / "runs.csv", lambda p: runs.to_csv(p, index=False))
+        write_file(out / "runs.csv", lambda p: runs.to_csv(p, index=False))
     runs = runs[runs.config.isin(list(files)) & runs.seed.isin(list(seeds))]
     baseline = baseline or next((n for n, (_, _, c, _) in files.items() if c.attention_type == "mha"), next(iter(files)))
     table, sentences = summarize(runs, baseline)
-    atomic_write(out / "results.md", lambda p: Path(p).write_text(results_markdown(table, sentences, preset, runs)))
-    plot_runs(runs, out)
+    write_file(out / "results.md", lambda p: Path(p).write_text(results_markdown(table, sentences, preset, runs)))
+    if main_process(): plot_runs(runs, out)                                  # rank 0 alone writes (trainer: many processes)
     return table
 
 # %% ../nbs/05e_experiments.ipynb #5893932a

@@ -117,7 +117,8 @@ def linear_cross_entropy(h, W, targets, chunk: int = 512):
 def make_mask(padding_mask: torch.Tensor | None, q_len: int, k_len: int, causal: bool,
                    device=None) -> torch.Tensor | None:
     "Boolean mask `[B|1, 1, Tq, Tk]` from a `[B, Tk]` padding mask (1 = token) and causality; `None` if not needed."
-    if padding_mask is not None and bool(padding_mask.all()): padding_mask = None
+    if padding_mask is not None and not torch.compiler.is_compiling() and bool(padding_mask.all()):   # a data-dependent
+        padding_mask = None                                        # shortcut: eager only, compiled graphs keep the mask
     if padding_mask is None and (not causal or q_len == k_len or q_len == 1): return None
     device = padding_mask.device if padding_mask is not None else device
     mask = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['FAMILIES', 'RUN_SECTIONS', 'PROTOCOLS', 'LABELS', 'PROMPTS', 'PROMPT', 'CLASSIFIER_FILE', 'mlm_accuracy', 'Family',
-           'family_of', 'load_run_config', 'run_settings', 'make_model', 'pretrain', 'LabelWordClassifier',
-           'save_classifier', 'sst2_splits', 'finetune_sst2', 'load_classifier', 'classify']
+           'family_of', 'run_config', 'set_keys', 'load_run_config', 'run_settings', 'make_model', 'pretrain',
+           'LabelWordClassifier', 'save_classifier', 'sst2_splits', 'finetune_sst2', 'load_classifier', 'classify']
 
 # %% ../nbs/05c_train.ipynb #d5c00003
 import copy, dataclasses, json, math, time
@@ -24,7 +24,7 @@ from .encoder import (SharedSpaceEncoderConfig, SharedSpaceEncoderForMaskedLM,
 from .decoder import (SharedSpaceDecoderConfig, SharedSpaceDecoderForCausalLM,
                                       SharedSpaceDecoderForSequenceClassification, last_token)
 from .data import load_sst2, bert_tokenizer, gpt2_tokenizer, packed, batch_padding_fraction, MLMCollator
-from .trainer import (TrainConfig, SafeTrainer, MetricsFile, run_folder, training_args, run_trainer, write_dir,
+from .trainer import (TrainConfig, batch_layout, SafeTrainer, MetricsFile, run_folder, training_args, run_trainer, write_dir,
                                       write_file)
 
 # %% ../nbs/05c_train.ipynb #19184e5e
@@ -98,23 +98,41 @@ PROTOCOLS = {   # training protocols a config file picks with "protocol": TrainC
                          batch_size=256, lr=5e-5, weight_decay=0.05, max_steps=1500, warmup_ratio=0.1, schedule="linear",
                          seq_len=128, precision="bf16", seed=42, eval_steps=150, eval_samples=0, logging_steps=20)}}
 
-def load_run_config(path) -> tuple[str, object, dict]:
-    """`(family name, model config, {"pretrain": {...}, "finetune": {...}})` from a config file, read once; unknown
-    keys (at the top or in a section), the family, the protocol and the model are checked here, the settings' values
-    by `run_settings`. Each section is the file's `protocol` preset (default "ours") with the file's own section on top."""
-    d = read_json(path)
-    unknown_keys(d, ("family", "notes", "model", "protocol", *RUN_SECTIONS), str(path))
-    check_choice(f"{path}: family", d.get("family"), tuple(FAMILIES))
+def run_config(d: dict, where: str) -> tuple[str, object, dict]:
+    """`(family name, model config, {"pretrain": {...}, "finetune": {...}})` of a config file's dict; unknown keys (at
+    the top or in a section), the family, the protocol and the model are checked here (errors name `where`), the
+    settings' values by `run_settings`. Each section is the file's `protocol` preset (default "ours") with the file's
+    own section on top."""
+    unknown_keys(d, ("family", "notes", "model", "protocol", *RUN_SECTIONS), where)
+    check_choice(f"{where}: family", d.get("family"), tuple(FAMILIES))
     protocol = d.get("protocol", "ours")
-    check_choice(f"{path}: protocol", protocol, tuple(PROTOCOLS))
-    cfg = load_config(d, FAMILIES[d["family"]].config, src=str(path))
+    check_choice(f"{where}: protocol", protocol, tuple(PROTOCOLS))
+    cfg = load_config(d, FAMILIES[d["family"]].config, src=where)
     sections = {}
     for s in RUN_SECTIONS:
         sec = d.get(s, {})
-        if not isinstance(sec, dict): raise ValueError(f"{path}: {s} must be a JSON object of training settings, got {sec!r}")
-        unknown_keys(sec, TrainConfig.__dataclass_fields__, f"{path}: {s}")
+        if not isinstance(sec, dict): raise ValueError(f"{where}: {s} must be a JSON object of training settings, got {sec!r}")
+        unknown_keys(sec, TrainConfig.__dataclass_fields__, f"{where}: {s}")
         sections[s] = {**PROTOCOLS[protocol][s], **sec}
     return d["family"], cfg, sections
+
+def set_keys(d: dict, sets: dict, where: str = "--set") -> dict:
+    """A copy of the config dict `d` with `sets` applied: `{"model.o_latent_dim": 96, "pretrain.lr": 1e-3, "notes": ...}`
+    (a section and a field, or a top-level key); `None` removes a key."""
+    d = copy.deepcopy(d)
+    for k, v in sets.items():
+        sec, _, field = k.rpartition(".")
+        if sec not in ("", "model", *RUN_SECTIONS):
+            raise ValueError(f"{where}: {k}: a key is model.FIELD, pretrain.FIELD, finetune.FIELD or a top-level key")
+        target = d.setdefault(sec, {}) if sec else d
+        if v is None: target.pop(field, None)
+        else: target[field] = v
+    return d
+
+def load_run_config(path, sets: dict | None = None) -> tuple[str, object, dict]:
+    "`run_config` of a config file, read once; `sets` (`set_keys`: e.g. the command line's `model.` keys) change it first."
+    d = read_json(path)
+    return run_config(set_keys(d, sets), f"{path} with --set") if sets else run_config(d, str(path))
 
 def run_settings(section: dict, preset: dict | None = None, overrides: dict | None = None, where: str = "settings",
                  **fixed) -> TrainConfig:
@@ -124,12 +142,16 @@ def run_settings(section: dict, preset: dict | None = None, overrides: dict | No
 # %% ../nbs/05c_train.ipynb #49c62e0f
 def _limit(ds, n): return ds.select(range(min(n, len(ds)))) if n else ds
 
-def _masked_argmax(logits, labels):   # [N_masked, V] (ours: logits only at targets) or [B, T, V] -> [N_masked]
-    return logits.argmax(-1) if logits.dim() == 2 else logits.argmax(-1)[labels != -100]
+def _masked_argmax(logits, labels):   # [N_masked, V] (ours: logits only at targets) or [B, T, V] -> [B, T]
+    "The prediction at each target, -100 elsewhere: the labels' shape, which processes can gather."
+    pred, t = torch.full_like(labels, -100), labels != -100
+    pred[t] = logits.argmax(-1) if logits.dim() == 2 else logits.argmax(-1)[t]
+    return pred
 
 def _masked_accuracy(p) -> dict:
     "MLM accuracy of the Trainer's evaluation: the targets' predictions (`_masked_argmax`) against the labels != -100."
-    return {"mlm_accuracy": float((p.predictions == p.label_ids[p.label_ids != -100]).mean())}
+    t = p.label_ids != -100
+    return {"mlm_accuracy": float((p.predictions[t] == p.label_ids[t]).mean())}
 
 def _check_best(cfg, allowed, what):
     if cfg.best_metric not in allowed:
@@ -142,8 +164,9 @@ def _best(trainer) -> dict:
         if a.load_best_model_at_end else {}
 
 def _record(d, out: dict, cfg: TrainConfig):
-    "results.json: the results and every setting of the run (the protocol's included)."
-    write_file(d / "results.json", lambda p: Path(p).write_text(json.dumps({**out, "settings": dataclasses.asdict(cfg)}, indent=1)))
+    "results.json: the results, every setting of the run (the protocol's included) and its batch over processes."
+    rec = {**out, "settings": dataclasses.asdict(cfg), "batch": batch_layout(cfg)}
+    write_file(d / "results.json", lambda p: Path(p).write_text(json.dumps(rec, indent=1)))
 
 def make_model(model_cfg, task: str):
     "A fresh model for `task` ('mlm' or 'clm': the family's pre-training task, or 'cls') from a model config."
@@ -157,13 +180,13 @@ def pretrain(model_cfg, cfg: TrainConfig | dict | None = None, tokenizer=None, m
     """MLM (encoder) or CLM (decoder) pre-training; returns metrics and leaves `final/` (the last model, or the best
     evaluation's with a `best_metric`) and `results.json` in output_dir, each written whole or not at all. `model_cfg`
     is a model config (`cfg`: a `TrainConfig` or a dict of its fields), or a config file: then the file's `pretrain`
-    section (on its protocol's) gives the settings, `cfg` (a dict) overrides them, and output_dir defaults to
-    `runs/<file name>`."""
+    section (on its protocol's) gives the settings, `cfg` (a dict) overrides them (`model.FIELD` keys the model's
+    fields), and output_dir defaults to `runs/<file name>`."""
     if isinstance(model_cfg, (str, Path)):
         if isinstance(cfg, TrainConfig): raise TypeError("with a config file, pretrain takes a dict of overrides, not a TrainConfig")
-        path = model_cfg
-        _, model_cfg, sections = load_run_config(path)
-        cfg = run_settings(sections["pretrain"], {"output_dir": f"runs/{Path(path).stem}"}, cfg, f"{path}: pretrain")
+        path, over = model_cfg, dict(cfg or {})
+        _, model_cfg, sections = load_run_config(path, {k: over.pop(k) for k in list(over) if k.startswith("model.")})
+        cfg = run_settings(sections["pretrain"], {"output_dir": f"runs/{Path(path).stem}"}, over, f"{path}: pretrain")
     elif not isinstance(cfg, TrainConfig): cfg = TrainConfig.from_dict(cfg or {}, "pretrain settings")
     set_seed(cfg.seed)
     fam = family_of(model_cfg)
