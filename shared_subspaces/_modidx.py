@@ -639,6 +639,8 @@ d = { 'settings': { 'branch': 'main',
                                                                                     'shared_subspaces/trainer.py'),
                                           'shared_subspaces.trainer.training_args': ( 'trainer.html#training_args',
                                                                                       'shared_subspaces/trainer.py'),
+                                          'shared_subspaces.trainer.wait_for_all': ( 'trainer.html#wait_for_all',
+                                                                                     'shared_subspaces/trainer.py'),
                                           'shared_subspaces.trainer.write_dir': ('trainer.html#write_dir', 'shared_subspaces/trainer.py'),
                                           'shared_subspaces.trainer.write_file': ('trainer.html#write_file', 'shared_subspaces/trainer.py'),
                                           'shared_subspaces.trainer.writing': ('trainer.html#writing', 'shared_subspaces/trainer.py')}}}

@@ -18,7 +18,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 from .config import SharedSpaceConfig, check_choice
-from .trainer import write_file, main_process
+from .trainer import write_file, main_process, wait_for_all
 from .model import param_counts, flops_per_token, kv_cache_per_token
 from .data import load_sst2
 from .train import FAMILIES, PROTOCOLS, load_run_config, run_settings, pretrain, finetune_sst2, sst2_splits
@@ -228,7 +228,7 @@ def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pr
         plans[name, seed] = run_dir, settings("pretrain", pretrain_overrides, "pretrain"), settings("finetune", finetune_overrides, "sst2")
     if todo: print(f"[compare] {len(todo)} runs, estimated {estimate_wall_s(plans, files) / 60:.1f} min on this machine "
                    f"(from a speed probe of each config)", flush=True)
-    for name, seed in tqdm(todo, desc="compare runs", disable=not todo):
+    for name, seed in tqdm(todo, desc="compare runs", disable=not todo or not main_process()):
         (_, fam, cfg, _), (run_dir, pcfg, fcfg) = files[name], plans[name, seed]
         t0, f = time.perf_counter(), FAMILIES[fam]
         if pcfg is None:                                                       # fine-tune from scratch
@@ -249,6 +249,7 @@ def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pr
     table, sentences = summarize(runs, baseline)
     write_file(out / "results.md", lambda p: Path(p).write_text(results_markdown(table, sentences, preset, runs)))
     if main_process(): plot_runs(runs, out)                                  # rank 0 alone writes (trainer: many processes)
+    wait_for_all()                                                             # ... and every process returns after it
     return table
 
 # %% ../nbs/05e_experiments.ipynb #5893932a

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'SCHEDULES', 'BEST_METRICS', 'COMPILE_MODES', 'DISK_FULL', 'TrainConfig', 'process_rank',
-           'process_count', 'main_process', 'split_batch', 'batch_layout', 'agree', 'DiskFull', 'writing', 'write_dir',
-           'write_file', 'check_weights', 'SafeTrainer', 'MetricsFile', 'SaveEvery', 'StopOnSignal', 'Interrupted',
-           'FolderBusy', 'run_folder', 'training_args', 'run_trainer']
+           'process_count', 'main_process', 'split_batch', 'batch_layout', 'wait_for_all', 'agree', 'DiskFull',
+           'writing', 'write_dir', 'write_file', 'check_weights', 'SafeTrainer', 'MetricsFile', 'SaveEvery',
+           'StopOnSignal', 'Interrupted', 'FolderBusy', 'run_folder', 'training_args', 'run_trainer']
 
 # %% ../nbs/05b_trainer.ipynb #04dae8a1
 import dataclasses, errno, inspect, json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time
@@ -132,6 +132,10 @@ def batch_layout(cfg) -> dict:
     "How the run's global batch (`cfg`: a `TrainConfig`) is laid out over this run's processes; recorded with its results."
     n = process_count(); micro, accum = split_batch(cfg.batch_size, cfg.grad_accum, n)
     return {"processes": n, "micro_batch": micro, "accumulation": accum, "global_batch": cfg.batch_size * cfg.grad_accum}
+
+def wait_for_all():
+    "Return when every process of a multi-process run has come here (a barrier); at once in a single process."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
 
 def agree(x: float, device="cpu") -> float:
     "The largest `x` over the processes of a multi-process run (one all-reduce); `x` itself in a single process."
@@ -270,10 +274,11 @@ class FolderBusy(RuntimeError): "Another run holds this output folder."
 def run_folder(out_dir):
     """Hold `<out_dir>/.lock` while a run writes there (a second run on the same folder fails, naming the holder; in a
     multi-process run rank 0 holds it for all); at the end, close the run's wandb run: each training is its own (a
-    reused one refuses the next parameter count)."""
+    reused one refuses the next parameter count). A run that ends well ends on every process when rank 0 has written
+    all (so the next step of any process may read it)."""
     import fcntl
     d = Path(out_dir); d.mkdir(parents=True, exist_ok=True)
-    if not main_process(): yield d; return
+    if not main_process(): yield d; wait_for_all(); return                       # an error skips the wait
     f = open(d / ".lock", "a+")
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -286,6 +291,7 @@ def run_folder(out_dir):
         f.truncate(0); f.close()                                                    # closing releases the lock
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None: wandb.finish()
+    wait_for_all()
 
 def _report_to(choice):
     if choice == "none": return "none"
