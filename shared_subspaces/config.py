@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['ROPE_MODES', 'ATTN_BACKENDS', 'ATTENTION', 'REQUIRED_KEYS', 'ROPE_EXAMPLES', 'REL_TOL', 'check_choice',
-           'check_number', 'check_positive', 'check_divides', 'check_bool', 'register_attention', 'variant_fields',
-           'config_fields', 'own_signature', 'SharedSpaceConfig', 'read_json', 'unknown_keys', 'load_config',
-           'atomic_write', 'atomic_dir', 'tiny_config', 'rope_of', 'variant_examples', 'rel_err', 'test_near']
+           'check_number', 'check_positive', 'check_divides', 'check_bool', 'register_attention',
+           'restore_package_variants', 'variant_fields', 'config_fields', 'own_signature', 'SharedSpaceConfig',
+           'read_json', 'unknown_keys', 'load_config', 'atomic_write', 'atomic_dir', 'tiny_config', 'rope_of',
+           'variant_examples', 'rel_err', 'test_near']
 
 # %% ../nbs/01a_config.ipynb #fdbbf226
 import dataclasses, difflib, inspect, json, linecache, math, os, shutil, sys, tempfile
@@ -64,6 +65,14 @@ def register_attention(name: str):
         ATTENTION[name], cls.variant = cls, name
         return cls
     return deco
+
+def restore_package_variants():
+    """Point `ATTENTION` back at the package's own classes where a notebook run in this process (nbdev_test reuses
+    its workers) left its copies, defined in `__main__`: they compute the same, but torch.compile's guards look
+    their globals up in `__main__`, which no longer holds them once that notebook is done."""
+    own = {c.variant: c for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("shared_subspaces.")
+           for c in vars(m).values() if isinstance(c, type) and c.__module__ == m.__name__ and "variant" in vars(c)}
+    ATTENTION.update({n: own[n] for n, c in ATTENTION.items() if c.__module__ == "__main__" and n in own})
 
 def variant_fields() -> dict:
     "Every config field a registered variant declares, with its default."

@@ -83,6 +83,7 @@ def train_check(path, batch: int = 8, seq: int = 512, steps: int = 10, dry: bool
     cfg.hidden_dropout = cfg.attention_dropout = 0.0
     seq = min(seq, cfg.max_position_embeddings)
     model, b = fam.lm(cfg).to(device()).train(), random_batch(fam, cfg, batch, seq)
+    torch._dynamo.reset()                                                      # a cold compile, of this model alone
     fast = torch.compile(model, backend=compile_backend, mode=compile_mode)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     def step(m):
