@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['TINY', 'CONFIGS', 'device', 'sync', 'environment', 'matmul_peak', 'load_model_config', 'random_batch', 'flash_probe',
-           'train_check', 'deepseek_like', 'hf_decode_tokens_per_s', 'decode_check', 'doctor', 'report']
+           'forward_flops', 'train_check', 'deepseek_like', 'hf_decode_tokens_per_s', 'decode_check', 'doctor',
+           'report']
 
 # %% ../nbs/05f_doctor.ipynb #d5d0c003
 import json, math, os, platform, time, warnings
@@ -14,9 +15,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 from transformers.cache_utils import DynamicCache
 from .config import read_json
-from .model import flops_per_token
+from .model import flops_per_token, embedding_params
 from .decoder import decode_tokens_per_s
-from .trainer import write_file
+from .trainer import TrainConfig, write_file
 from .train import family_of, run_config, set_keys
 from .experiments import provenance
 
@@ -76,6 +77,13 @@ def flash_probe(model, batch) -> str:
         try: model(**batch); return "yes"
         except RuntimeError as e: return "; ".join(str(w.message) for w in seen if "requires" in str(w.message)) or str(e)
 
+def forward_flops(model, cfg, batch) -> float:
+    "Forward FLOPs per token of `model` on `batch`: a decoder's LM head on every token, an encoder's at its MLM targets."
+    T = batch["input_ids"].shape[1]
+    if family_of(cfg).causal: return flops_per_token(cfg, T, causal=True)
+    head = 2 * embedding_params(cfg) + (2 * cfg.hidden_size ** 2 if model.head.transform else 0)   # per target
+    return flops_per_token(cfg, T, lm_head=False) + head * (batch["labels"] != -100).float().mean().item()
+
 def train_check(path, batch: int = 8, seq: int = 512, steps: int = 10, dry: bool = False, compile_backend: str = "inductor",
                 compile_mode: str = "default", peak: float | None = None) -> dict:
     "bf16 + compile on the config file at `path`: the losses against fp32 eager, compile time, tokens/s, MFU; the flash probe."
@@ -98,7 +106,7 @@ def train_check(path, batch: int = 8, seq: int = 512, steps: int = 10, dry: bool
     sync(); compile_s, t0 = time.perf_counter() - t0, time.perf_counter()
     last = [step(fast) for _ in range(steps)][-1]
     sync(); tps = steps * batch * seq / (time.perf_counter() - t0)
-    train_flops = 3 * flops_per_token(cfg, seq, causal=fam.causal)
+    train_flops = 3 * forward_flops(model, cfg, b)
     return {"config": str(path), "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "batch": batch, "seq": seq,
             "loss_fp32": ref, "loss_bf16": half, "loss_compiled": compiled, "compile_s": compile_s, "tokens_per_s": tps,
             "mfu": train_flops * tps / peak if peak else None, "flash_sdpa": flash_probe(model, b),
@@ -144,7 +152,13 @@ CONFIGS = ("configs/encoder/best_mla_o.json", "configs/decoder/gpt2_124m_mla_o.j
 def doctor(configs=CONFIGS, out="doctor.json", dry: bool = False, budget_s: float = 420, compile_backend: str = "inductor",
            compile_mode: str = "default") -> dict:
     "Every check, results in `out` (JSON, rewritten after each check); `dry`: CPU-sized models and steps."
-    families = {p: load_model_config(p, dry)[0] for p in configs}             # every file checked before any run
+    if not (dry or torch.cuda.is_available()): raise ValueError("ssub doctor checks a GPU and none is visible here; --dry runs its CPU-sized form")
+    TrainConfig(compile_backend=compile_backend, compile_mode=compile_mode)   # checked as a run checks them
+    loaded = {p: load_model_config(p, dry) for p in configs}                  # every file checked before any run
+    families = {p: fam for p, (fam, _) in loaded.items()}
+    for p, (fam, cfg) in loaded.items():
+        if fam.causal and not getattr(cfg, "kv_latent_dim", None):
+            raise ValueError(f"{p}: attention_type={cfg.attention_type!r}; the decode check compares absorbed MLA with HF, so a decoder here needs kv_latent_dim")
     t0, res = time.perf_counter(), {"dry": dry, "environment": environment(), "train": [], "skipped": []}
     def save(): write_file(out, lambda p: Path(p).write_text(json.dumps(res, indent=1)))
     peak = matmul_peak(n=256 if dry else 8192, reps=5 if dry else 20)

@@ -216,6 +216,9 @@ def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pr
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     runs = pd.read_csv(out / "runs.csv") if (out / "runs.csv").exists() else pd.DataFrame()
     files = {Path(p).stem: (p, *load_run_config(p, model_overrides)) for p in configs}
+    changed = json.dumps(model_overrides or {}, sort_keys=True)                 # a row's model is its file's, changed so
+    if len(runs) and (seen := set(runs.get("model_overrides", pd.Series(["{}"] * len(runs))).fillna("{}"))) != {changed}:
+        raise ValueError(f"{out / 'runs.csv'}: its runs had model overrides {sorted(seen)}, these are {changed}: choose another --out")
     todo = [(n, s) for n in files for s in seeds if not (len(runs) and ((runs.config == n) & (runs.seed == s)).any())]
     extra, plans = ({} if report_to is None else {"report_to": report_to}), {}
     for name, seed in todo:                                                    # every run's settings checked before any run
@@ -239,7 +242,8 @@ def compare(configs, seeds=None, preset: str = "cpu", out_dir="runs/compare", pr
             p = pretrain(cfg, pcfg)
             model, tok = f.lm.from_pretrained(run_dir / "pretrain/final"), AutoTokenizer.from_pretrained(run_dir / "pretrain/final")
         ft = finetune_sst2(model, fcfg, tok)
-        row = {"config": name, "seed": seed, "params": param_counts(cfg)["total"], "kv_bytes_per_token": 2 * kv_cache_per_token(cfg),
+        row = {"config": name, "seed": seed, "model_overrides": changed, "params": param_counts(cfg)["total"],
+               "kv_bytes_per_token": 2 * kv_cache_per_token(cfg),
                **p, **ft, "wall_s": time.perf_counter() - t0, "run_dir": str(run_dir)}
         print(f"[compare] {name} seed {seed}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)), flush=True)
         runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)

@@ -33,8 +33,8 @@ class TrainConfig:
     output_dir: str = "runs/pretrain"
     corpus: str = "local"              # pre-training corpus, one of CORPORA
     max_steps: int = 200
-    batch_size: int = 32               # examples per micro-batch; batch_size * grad_accum is the global batch,
-    grad_accum: int = 1                # kept over any number of processes (`split_batch`)
+    batch_size: int = 32               # examples per step of one process; batch_size * grad_accum is the global batch,
+    grad_accum: int = 1                # kept over any number of processes (`split_batch`: then smaller micro-batches)
     seq_len: int = 128
     lr: float = 5e-4
     warmup_ratio: float = 0.1
@@ -248,7 +248,7 @@ class StopOnSignal(TrainerCallback):
     signal, at = None, 0.0
     def on_step_end(self, args, state, control, **kw):
         if signum := int(agree(signal.Signals[self.signal] if self.signal else 0, args.device)):
-            self.signal = self.signal or signal.Signals(signum).name
+            self.signal, self.at = self.signal or signal.Signals(signum).name, self.at or time.monotonic()   # its own copy: not a second
             control.should_save = control.should_training_stop = True
 
 class Interrupted(KeyboardInterrupt):
@@ -353,6 +353,7 @@ def run_trainer(trainer: Trainer, cfg: TrainConfig):
     try:
         with _catch_signals(stop): res = trainer.train(resume_from_checkpoint=last)
     except KeyboardInterrupt:                                       # a second signal, or Ctrl-C outside our handler
+        if process_count() > 1: raise                               # the processes stand at different points: no save
         trainer._save_checkpoint(trainer.model, trial=None)
         stop.signal = stop.signal or "SIGINT"
     if stop.signal:
