@@ -27,7 +27,10 @@ print(torch.backends.cpu.get_cpu_capability(), h(a @ b), h(x.softmax(-1)), h(tor
 
 
 def env_of(name: str) -> dict:
-    return {**os.environ, **DISPATCHES[name]}
+    # inductor's on-disk cache is not keyed on these variables: a kernel set of its own gets a cache of its own (a
+    # shared one handed a compiled test NaN losses under avx2 and uncompilable C++ under default)
+    cache = Path(tempfile.gettempdir()) / f"ssub_inductor_{name}"
+    return {**os.environ, **DISPATCHES[name], **({"TORCHINDUCTOR_CACHE_DIR": str(cache)} if name != "native" else {})}
 
 
 def probe(name: str) -> list[str]:
