@@ -49,7 +49,7 @@ class HeadsOut(nn.Linear):
         super().__init__(heads * head_dim, hidden, bias=False)
 
     @staticmethod
-    def count(heads_dim: int, hidden: int) -> tuple[int, int]: return heads_dim * hidden, 0
+    def count(heads_width: int, hidden: int) -> tuple[int, int]: return heads_width * hidden, 0
 
     def absorb(self, o, W_UV):
         "o `[B, T, H, C]` (attention output in a latent space), W_UV `[H, Dh, C]` -> `[B, T, D]`."
@@ -72,13 +72,13 @@ class OutputSubspace(nn.Module):
         self.o_b_proj = nn.Linear(o_latent_dim, hidden, bias=False)
 
     @staticmethod
-    def count(heads_dim: int, hidden: int, o_latent_dim: int, variant: str = "plain", heads: int | None = None,
+    def count(heads_width: int, hidden: int, o_latent_dim: int, variant: str = "plain", heads: int | None = None,
               groups: int = 1) -> tuple[int, int]:
         if variant == "woabnorm" and heads is None: raise ValueError("OutputSubspace.count: variant 'woabnorm' needs heads")
         r = o_latent_dim // groups
-        norms = {"plain": 0, "norm": o_latent_dim, "head_norm": heads_dim, "woabnorm": (heads or 0) * r,
+        norms = {"plain": 0, "norm": o_latent_dim, "head_norm": heads_width, "woabnorm": (heads or 0) * r,
                  "woabnorm_shared": r}[variant]
-        return heads_dim * r + o_latent_dim * hidden + norms, norms
+        return heads_width * r + o_latent_dim * hidden + norms, norms
 
     def _from_head_latents(self, o, W):
         "o `[B, T, H, X]`, W `[o_latent, H*X/g]` -> `o_b(concat_g (g/H)^0.5 sum_(i in g) lat_norm(W_g,i o_i))`."

@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['SEED_O_VARIANTS', 'SEED_IGNORED', 'from_hf', 'DeepseekV3OConfig', 'DeepseekV3Experts', 'DeepseekV3OModel',
            'DeepseekV3OForCausalLM', 'DeepseekV3OForSequenceClassification', 'seed_config', 'from_seed_state_dict',
-           'load_seed_checkpoint', 'svd_output_subspace', 'output_rank_error', 'shared_output_twins',
-           'to_output_subspace']
+           'load_seed_checkpoint']
 
 # %% ../nbs/03b_hf.ipynb #832f8d96
 from typing import Literal  # noqa: F401 -- show_doc evaluates HF's inherited config annotations here
@@ -173,46 +172,3 @@ def load_seed_checkpoint(model_dir, model_cfg) -> DeepseekV3OForCausalLM:
     model = DeepseekV3OForCausalLM(cfg)
     model.load_state_dict(from_seed_state_dict(sd, cfg.o_variant if cfg.o_latent_dim else None), strict=True)
     return model.eval()
-
-# %% ../nbs/03b_hf.ipynb #98372390
-def svd_output_subspace(W_O: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "W_O `[D, H*Dh]` -> (W_OB `[D, r]`, W_OA `[r, H*Dh]`), the best rank-r factorisation."
-    if not 0 < rank <= min(W_O.shape): raise ValueError(f"rank must be in 1..{min(W_O.shape)}, got {rank}")
-    U, S, Vh = torch.linalg.svd(W_O.double(), full_matrices=False)
-    r = S[:rank].sqrt()
-    return (U[:, :rank] * r).to(W_O.dtype), (r[:, None] * Vh[:rank]).to(W_O.dtype)
-
-def output_rank_error(W_O: torch.Tensor, ranks) -> dict:
-    "Relative Frobenius error of the best rank-r output factorisation, for each r."
-    e = torch.linalg.svdvals(W_O.double()) ** 2
-    return {r: float((e[r:].sum() / e.sum()).sqrt()) for r in ranks}
-
-def shared_output_twins() -> dict:
-    "Each registered variant that has a shared-output twin (a `SharedOutput` subclass of it): {'mla': 'mla_o', ...}."
-    return {n: t for n, c in ATTENTION.items() for t, s in ATTENTION.items()
-            if issubclass(s, SharedOutput) and c in s.__mro__[1:] and not issubclass(c, SharedOutput)}
-
-def to_output_subspace(model, o_latent_dim: int, o_variant: str = "plain"):
-    """A copy of `model` (ours, with a variant that has a shared-output twin, or HF DeepSeek-V3) with every W_O
-    replaced by its rank-`o_latent_dim` SVD factors."""
-    if model.config.model_type in ("deepseek_v3", "deepseek_v3_o") and getattr(model.config, "o_latent_dim", None) is None:
-        new = DeepseekV3OForCausalLM(DeepseekV3OConfig(**{**model.config.to_dict(), "model_type": "deepseek_v3_o",
-                                                          "o_latent_dim": o_latent_dim, "o_variant": o_variant}))
-        attns = lambda m: [l.self_attn for l in m.model.layers]
-    else:
-        cfg = model.config
-        twin = shared_output_twins().get(cfg.attention_type)
-        if twin is None:
-            raise ValueError(f"attention_type must be one of {tuple(shared_output_twins())}, got {cfg.attention_type!r}")
-        new = type(model)(cfg.replace(attention_type=twin, o_latent_dim=o_latent_dim, o_variant=o_variant))
-        attns = lambda m: [l.attn for l in m.model.layers]
-    sd = {k: v for k, v in model.state_dict().items() if ".o_proj." not in k}
-    new.load_state_dict(sd, strict=False)
-    with torch.no_grad():
-        for src, dst in zip(attns(model), attns(new)):
-            if not isinstance(dst.o_proj, OutputSubspace): continue                    # first-k dense layers stay MHA
-            B, A = svd_output_subspace(src.o_proj.weight, o_latent_dim)
-            dst.o_proj.o_b_proj.weight.copy_(B); dst.o_proj.o_a_proj.weight.copy_(A)
-    missing = [k for k in new.state_dict() if k not in sd and ".o_proj." not in k]
-    if missing: raise ValueError(f"weights not carried over: {missing[:5]}")
-    return new.to(next(model.parameters()).dtype)

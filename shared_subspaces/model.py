@@ -116,12 +116,12 @@ def attention_params(cfg: SharedSpaceConfig, layer_idx: int = -1) -> int:
     "Parameters of one attention layer (`layer_idx` < `num_dense_layers` is MHA), as its variant counts them."
     return ATTENTION[cfg.layer_attention_type(layer_idx % cfg.num_hidden_layers)].params(cfg)
 
-def output_params(heads_dim: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain",
+def output_params(heads_width: int, hidden: int, o_latent_dim: int | None = None, o_variant: str = "plain",
                   heads: int | None = None, groups: int = 1) -> int:
-    """Weights of an output projection: per head `heads_dim x hidden`, or through a shared latent in `groups` blocks
+    """Weights of an output projection: per head `heads_width x hidden`, or through a shared latent in `groups` blocks
     (`woabnorm`: give `heads`)."""
-    if o_latent_dim is None: return HeadsOut.count(heads_dim, hidden)[0]
-    return OutputSubspace.count(heads_dim, hidden, o_latent_dim, o_variant, heads, groups)[0]
+    if o_latent_dim is None: return HeadsOut.count(heads_width, hidden)[0]
+    return OutputSubspace.count(heads_width, hidden, o_latent_dim, o_variant, heads, groups)[0]
 
 def ffn_params(cfg: SharedSpaceConfig, bias: bool = True) -> int:
     "Parameters of one SwiGLU (`bias=False`: its weight matrices only)."

@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['load_metrics', 'plot_layer_ranks', 'plot_heads_sorted', 'plot_spectra', 'plot_head_grid', 'rank_diff', 'rank_summary',
-           'save_plots']
+           'save_plots', 'svd_config', 'plan_summary', 'svd_command']
 
 # %% ../nbs/04d_svd_plots.ipynb #02aaf001
-import json
+import json, re, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from .config import atomic_write
-from .svd import rank_label
+from .config import read_json
+from .svd import ADAPTERS, analyze, plan_reads, rank_label
 
 # %% ../nbs/04d_svd_plots.ipynb #e21c29e7
 def load_metrics(out_dir) -> tuple[pd.DataFrame, dict]:
@@ -116,3 +117,51 @@ def save_plots(out_dir, metric: str = "energy_rank_0.999") -> list[Path]:
         fig.tight_layout(); paths.append(out / f"{name}.png")
         atomic_write(paths[-1], lambda p: fig.savefig(p, dpi=90, format="png")); plt.close(fig)
     return paths
+
+# %% ../nbs/04d_svd_plots.ipynb #f5f10002
+def svd_config(source, revision=None) -> dict:
+    "The `config.json` of `source` (a folder or a Hub id) if `ssub svd` reads its model type; else an error saying what is wrong."
+    allowed = f"ssub svd takes a model folder or a Hub id of a model_type in {tuple(ADAPTERS)}"
+    p = Path(source)
+    if p.is_dir():
+        if not (p / "config.json").is_file(): raise FileNotFoundError(f"{p}: no config.json, so not a model folder ({allowed})")
+        config, where = read_json(p / "config.json"), p / "config.json"
+    elif p.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        raise FileNotFoundError(f"{p}: {'not a folder' if p.exists() else 'no such folder'}, nor a Hub id ({allowed})")
+    else:
+        from huggingface_hub import hf_hub_download
+        try: config, where = read_json(hf_hub_download(str(source), "config.json", revision=revision)), f"{source} (Hub)"
+        except Exception as e:     # offline, no such repo, no access: one line
+            raise FileNotFoundError(f"{source}: no such folder, and no config.json from the Hub ({type(e).__name__}: {e}) ({allowed})") from e
+    if config.get("model_type") not in ADAPTERS:
+        raise ValueError(f"{where}: model_type {config.get('model_type')!r} is not one ssub svd reads ({allowed})")
+    return config
+
+def _size(b) -> str: return next(f"{b / 10 ** e:.1f} {u}" for e, u in ((9, "GB"), (6, "MB"), (3, "kB"), (0, "B")) if b >= 10 ** e or not e)
+
+def plan_summary(plan: pd.DataFrame) -> str:
+    "`plan_reads`'s dry run for people: per layer, its tensors and MB; then the totals."
+    t = pd.DataFrame({"layer": plan.layer, "tensors": plan.n_tensors, "tensor MB": plan.tensor_bytes / 1e6, "shards": plan.shards.map(len),
+                      "download MB": plan.download_bytes / 1e6, "disk high-water MB": plan.disk_high_water / 1e6})
+    return (t.to_string(index=False, float_format=lambda x: f"{x:,.3f}") + f"\n\n{len(plan)} layers: {plan.n_tensors.sum()} tensors "
+            f"({_size(plan.tensor_bytes.sum())}) in {(n := len(set().union(*plan.shards)))} shard{'s' * (n != 1)}; download {_size(plan.download_bytes.sum())} "
+            f"(a folder: the shard bytes opened), disk high-water {_size(plan.disk_high_water.max())}")
+
+# %% ../nbs/04d_svd_plots.ipynb #d5k00001
+def svd_command(source, out=None, layers=None, plan: bool = False, revision=None, keep_shards: bool = False) -> None:
+    "`ssub svd`: the dry run (`plan`), or the analysis into `out` (resumed), its plots and its summary table, printed."
+    config = svd_config(source, revision)
+    try:
+        if plan: print(plan_summary(plan_reads(source, layers, keep_shards=keep_shards, revision=revision))); return
+        if not out: raise ValueError("--out DIR is needed: the folder for metrics.csv, spectra.npz, meta.json and the plots")
+        import matplotlib; matplotlib.use("Agg")                           # files only, no display
+        t0 = time.perf_counter()
+        df = analyze(source, out, layers, revision=revision, keep_shards=keep_shards)
+    except KeyError as e:                                                  # a layer or tensor the checkpoint lacks
+        raise ValueError(e.args[0] if str(source) in str(e.args[0]) else f"{source}: {e.args[0]}") from None
+    plots = save_plots(out)
+    print(f"{df.layer.nunique()} layers of {source} ({config['model_type']}) in {out} ({time.perf_counter() - t0:.0f} s): "
+          f"metrics.csv, spectra.npz, meta.json, {', '.join(p.name for p in plots)}\n\nmedian energy rank (smallest k keeping "
+          "99% / 99.9% of sum sigma^2) over layers and heads (groups for *_g) or over layers (stacked heads, latents); "
+          "n: the largest rank the matrix can have\n")
+    print(rank_summary(df).round(1).astype(object).fillna("-").to_string())
