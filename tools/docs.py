@@ -221,7 +221,7 @@ def check(pages: list[Path]) -> int:
         # markdown eats __x__, `x` and [x](y)
         plain = lambda s: re.sub(r"[`*$\\_]", "", re.sub(r"\[(.*?)\]\(.*?\)", r"\1", s)).strip()
         missing = [h for h in heads + docs if plain(h) not in {plain(r) for r in rendered}]
-        module = "#| default_exp" in (ROOT / "nbs" / f"{page.stem}.ipynb").read_text()   # index, colab: pages, no API
+        module = re.search(r"#\| export\b(?!i)", (ROOT / "nbs" / f"{page.stem}.ipynb").read_text())   # index, colab: pages, no public API
         ok = bool(heads) and (bool(docs) or not module) and not missing and len(text) > 500
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {page.name}: {len(heads)} headings, {len(docs)} show_doc entries"
