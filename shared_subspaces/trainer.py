@@ -133,47 +133,47 @@ def _length_grouped() -> dict:
         return {"train_sampling_strategy": "group_by_length"}
     return {"group_by_length": True}
 
-def training_args(cfg: TrainConfig, has_eval: bool, n_train: int | None = None, **kw) -> TrainingArguments:
+def training_args(settings: TrainConfig, has_eval: bool, n_train: int | None = None, **kw) -> TrainingArguments:
     """HF `TrainingArguments` from our settings (`n_train`: the training set's size, needed with `epochs`). With a
     `best_metric`, a checkpoint at every evaluation and the best one's weights restored at the end."""
     cuda = torch.cuda.is_available()
-    b = batch_layout(cfg.batch_size, cfg.grad_accum)
-    prec = cfg.precision if cfg.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32")
-    steps, best = cfg.total_steps(n_train), bool(cfg.best_metric and has_eval)
-    save_steps = cfg.eval_steps if best else cfg.save_steps
+    b = batch_layout(settings.batch_size, settings.grad_accum)
+    prec = settings.precision if settings.precision != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32")
+    steps, best = settings.total_steps(n_train), bool(settings.best_metric and has_eval)
+    save_steps = settings.eval_steps if best else settings.save_steps
     return TrainingArguments(
-        output_dir=cfg.output_dir, run_name="/".join(Path(cfg.output_dir).parts[-3:]), max_steps=steps,
-        per_device_train_batch_size=b["micro_batch"], per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=b["accumulation"], learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
-        warmup_steps=math.ceil(cfg.warmup_ratio * steps), weight_decay=cfg.weight_decay,
-        eval_strategy="steps" if has_eval and cfg.eval_steps else "no", eval_steps=cfg.eval_steps or None,
+        output_dir=settings.output_dir, run_name="/".join(Path(settings.output_dir).parts[-3:]), max_steps=steps,
+        per_device_train_batch_size=b["micro_batch"], per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=b["accumulation"], learning_rate=settings.lr, lr_scheduler_type=settings.schedule,
+        warmup_steps=math.ceil(settings.warmup_ratio * steps), weight_decay=settings.weight_decay,
+        eval_strategy="steps" if has_eval and settings.eval_steps else "no", eval_steps=settings.eval_steps or None,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or None, save_total_limit=3,
-        load_best_model_at_end=best, metric_for_best_model=cfg.best_metric if best else None,
-        greater_is_better=cfg.best_metric != "loss" if best else None,
-        logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed, bf16=prec == "bf16", fp16=prec == "fp16",
-        torch_compile=cfg.compile, torch_compile_backend=cfg.compile_backend if cfg.compile else None,
-        torch_compile_mode=cfg.compile_mode if cfg.compile else None, fsdp=cfg.fsdp or None, ddp_find_unused_parameters=False,
-        report_to=_report_to(cfg.report_to), disable_tqdm=True,   # RunProgress: one bar, rank 0
-        dataloader_num_workers=cfg.workers, remove_unused_columns=False, use_cpu=not cuda, optim="adamw_torch_fused",
-        **(_length_grouped() if cfg.group_by_length else {}), **kw)   # fused AdamW: 8x faster than foreach over a 30k x 256 embedding on CPU
+        load_best_model_at_end=best, metric_for_best_model=settings.best_metric if best else None,
+        greater_is_better=settings.best_metric != "loss" if best else None,
+        logging_steps=settings.logging_steps, seed=settings.seed, data_seed=settings.seed, bf16=prec == "bf16", fp16=prec == "fp16",
+        torch_compile=settings.compile, torch_compile_backend=settings.compile_backend if settings.compile else None,
+        torch_compile_mode=settings.compile_mode if settings.compile else None, fsdp=settings.fsdp or None, ddp_find_unused_parameters=False,
+        report_to=_report_to(settings.report_to), disable_tqdm=True,   # RunProgress: one bar, rank 0
+        dataloader_num_workers=settings.workers, remove_unused_columns=False, use_cpu=not cuda, optim="adamw_torch_fused",
+        **(_length_grouped() if settings.group_by_length else {}), **kw)   # fused AdamW: 8x faster than foreach over a 30k x 256 embedding on CPU
 
 
 # %% ../nbs/05e_trainer.ipynb #d5b0c009
-def run_trainer(trainer: Trainer, cfg: TrainConfig):
+def run_trainer(trainer: Trainer, settings: TrainConfig):
     """Train (resuming from the last checkpoint if asked) under one progress bar. Checkpoints every `save_minutes`;
     SIGTERM or Ctrl-C saves one at the end of the current step and raises `Interrupted` (a `KeyboardInterrupt`);
     `resume=True` continues."""
     last = None
-    if cfg.resume:
-        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
-        if last is None: raise FileNotFoundError(f"resume=True but no checkpoint-* in {cfg.output_dir}")
+    if settings.resume:
+        last = get_last_checkpoint(settings.output_dir) if Path(settings.output_dir).is_dir() else None
+        if last is None: raise FileNotFoundError(f"resume=True but no checkpoint-* in {settings.output_dir}")
         check_weights(last)
-    if (b := batch_layout(cfg.batch_size, cfg.grad_accum))["processes"] > 1 and main_process():
+    if (b := batch_layout(settings.batch_size, settings.grad_accum))["processes"] > 1 and main_process():
         print(f"[ssub] {b['processes']} processes x micro-batch {b['micro_batch']} x {b['accumulation']} accumulation = "
               f"global batch {b['global_batch']}", flush=True)
     stop = StopOnSignal()
-    trainer.add_callback(stop); trainer.add_callback(SaveEvery(cfg.save_minutes)); trainer.add_callback(RunProgress())
-    if not cfg.verbose: trainer.remove_callback(PrinterCallback)            # HF's log lines: metrics.jsonl has them
+    trainer.add_callback(stop); trainer.add_callback(SaveEvery(settings.save_minutes)); trainer.add_callback(RunProgress())
+    if not settings.verbose: trainer.remove_callback(PrinterCallback)            # HF's log lines: metrics.jsonl has them
     try:
         with _catch_signals(stop): res = trainer.train(resume_from_checkpoint=last)
     except KeyboardInterrupt:                                       # a second signal, or Ctrl-C outside our handler
@@ -181,7 +181,7 @@ def run_trainer(trainer: Trainer, cfg: TrainConfig):
         trainer._save_checkpoint(trainer.model, trial=None)
         stop.signal = stop.signal or "SIGINT"
     if stop.signal:
-        raise Interrupted(f"{stop.signal} at step {trainer.state.global_step}: checkpoint saved in {cfg.output_dir}; "
+        raise Interrupted(f"{stop.signal} at step {trainer.state.global_step}: checkpoint saved in {settings.output_dir}; "
                           "resume=True continues from it", stop.signal)
     return res
 
